@@ -1,0 +1,761 @@
+//! The controllers. Each reconcile is a pipeline: dereference (read the reflector stores) →
+//! decide (pure functions of the other modules) → apply (server-side apply, field manager
+//! `kotel`) → report (Events, status). Only this module talks to the API server.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, Span, field, info, warn};
+
+use crate::annotations::{self, InjectRef, PickError, Resolved, SidecarRef, Sources};
+use crate::collector::{Collector, Mode, validate_config};
+use crate::inject::{self, Plan, Request, SidecarSource, Workload};
+use crate::instrumentation::Instrumentation;
+use crate::metrics::Metrics;
+use crate::ownership::{self, FIELD_MANAGER};
+use crate::status::{self, Want};
+
+/// Failures of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or could not be reached: transient, retried with backoff.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// The reflector stores every reconcile reads instead of calling the API.
+#[derive(Clone)]
+pub struct Stores {
+    /// Deployments (the main controller's own store).
+    pub deployments: Store<Deployment>,
+    /// Namespaces, for namespace-level annotations.
+    pub namespaces: Store<Namespace>,
+    /// Instrumentations; malformed ones are kept as errors instead of breaking the watch.
+    pub instrumentations: Store<DeserializeGuard<Instrumentation>>,
+    /// Collectors, likewise.
+    pub collectors: Store<DeserializeGuard<Collector>>,
+}
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Metrics,
+    /// The stores.
+    pub stores: Stores,
+    /// The last problem reported per Deployment, so a standing problem is reported once.
+    reported: Mutex<HashMap<ObjectRef<Deployment>, String>>,
+    /// Consecutive failures per object, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Wakes the status controllers after kotel changed a Deployment.
+    status_trigger: mpsc::UnboundedSender<()>,
+}
+
+/// A standing problem with a workload: reported as a Warning Event, nothing written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Problem {
+    reason: &'static str,
+    message: String,
+}
+
+/// The resolved inputs of one Deployment's reconcile.
+struct Inputs {
+    instrumentation: Option<(String, Arc<DeserializeGuard<Instrumentation>>)>,
+    collector: Option<(String, Arc<DeserializeGuard<Collector>>)>,
+    resolved: Resolved,
+    /// Warnings that do not stop the reconcile (a named object that is gone).
+    notes: Vec<Problem>,
+}
+
+fn namespace_annotations(stores: &Stores, ns: &str) -> Option<Arc<Namespace>> {
+    stores.namespaces.get(&ObjectRef::new(ns))
+}
+
+fn resolve_deployment(d: &Deployment, ns_obj: Option<&Namespace>) -> Result<Resolved, annotations::AnnotationError> {
+    let ns = d.namespace().unwrap_or_default();
+    let template_meta = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
+    let sources = Sources {
+        deployment: d.metadata.annotations.as_ref(),
+        template: template_meta.and_then(|m| m.annotations.as_ref()),
+        namespace: ns_obj.and_then(|n| n.metadata.annotations.as_ref()),
+    };
+    annotations::resolve(&sources, &ns)
+}
+
+fn names_of<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, keep: impl Fn(&K) -> bool) -> Vec<(String, String)> {
+    store
+        .state()
+        .iter()
+        .filter(|o| keep(o))
+        .map(|o| (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default()))
+        .collect()
+}
+
+fn is_sidecar_collector(c: &DeserializeGuard<Collector>) -> bool {
+    // A malformed Collector still counts when picking, so that `true` is not silently re-pointed.
+    c.0.as_ref().map(|c| c.spec.mode == Mode::Sidecar).unwrap_or(true)
+}
+
+/// Dereferences a Deployment's annotations into the objects they name.
+fn dereference(d: &Deployment, stores: &Stores) -> Result<Inputs, Problem> {
+    let ns = d.namespace().unwrap_or_default();
+    let ns_obj = namespace_annotations(stores, &ns);
+    let resolved = resolve_deployment(d, ns_obj.as_deref()).map_err(|e| Problem {
+        reason: "InvalidAnnotation",
+        message: e.to_string(),
+    })?;
+    let mut notes = Vec::new();
+    let pick_problem = |e: PickError| -> Result<(), Problem> {
+        match e {
+            PickError::Ambiguous { annotation, .. } => Err(Problem {
+                reason: if annotation == annotations::INJECT { "AmbiguousInstrumentation" } else { "AmbiguousCollector" },
+                message: e.to_string(),
+            }),
+            other => Err(Problem {
+                reason: "NotFound",
+                message: other.to_string(),
+            }),
+        }
+    };
+
+    let instrumentation = if resolved.inject == InjectRef::Off {
+        None
+    } else {
+        let existing = names_of(&stores.instrumentations, |_| true);
+        match annotations::pick_instrumentation(&resolved.inject, &ns, &existing) {
+            Ok(Some((ins, name))) => stores
+                .instrumentations
+                .get(&ObjectRef::new(&name).within(&ins))
+                .map(|o| (format!("{ins}/{name}"), o)),
+            Ok(None) => None,
+            Err(e @ PickError::Ambiguous { .. }) => return pick_problem(e).map(|_| unreachable!()),
+            Err(e) => {
+                // The Instrumentation is gone: kotel removes what it injected from it.
+                notes.push(Problem {
+                    reason: "InstrumentationNotFound",
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    };
+    let collector = if resolved.sidecar == SidecarRef::Off {
+        None
+    } else {
+        let existing = names_of(&stores.collectors, is_sidecar_collector);
+        match annotations::pick_sidecar(&resolved.sidecar, &ns, &existing) {
+            Ok(Some((cns, name))) => stores
+                .collectors
+                .get(&ObjectRef::new(&name).within(&cns))
+                .map(|o| (name, o)),
+            Ok(None) => None,
+            Err(e @ PickError::Ambiguous { .. }) => return pick_problem(e).map(|_| unreachable!()),
+            Err(e) => {
+                notes.push(Problem {
+                    reason: "CollectorNotFound",
+                    message: e.to_string(),
+                });
+                None
+            }
+        }
+    };
+    Ok(Inputs {
+        instrumentation,
+        collector,
+        resolved,
+        notes,
+    })
+}
+
+/// Decides the plan for a Deployment from its resolved inputs (pure).
+fn decide(d: &Deployment, inputs: &Inputs, owned: &ownership::Shape) -> Result<Plan, Problem> {
+    let inst = match &inputs.instrumentation {
+        Some((name, guard)) => match &guard.0 {
+            Ok(i) => Some((name.as_str(), &i.spec)),
+            Err(e) => {
+                return Err(Problem {
+                    reason: "InvalidInstrumentation",
+                    message: format!("Instrumentation {name} is invalid, keeping what was injected before: {}", e.error),
+                });
+            }
+        },
+        None => None,
+    };
+    let collector = match &inputs.collector {
+        Some((name, guard)) => match &guard.0 {
+            Ok(c) => {
+                let config = validate_config(&c.spec.config).map_err(|e| Problem {
+                    reason: "InvalidCollectorConfig",
+                    message: format!("Collector {name}: {e}; the running sidecar keeps its last good configuration"),
+                })?;
+                Some((c, config))
+            }
+            Err(e) => {
+                return Err(Problem {
+                    reason: "InvalidCollector",
+                    message: format!("Collector {name} is invalid, keeping the running sidecar: {}", e.error),
+                });
+            }
+        },
+        None => None,
+    };
+    let spec = d.spec.as_ref();
+    let template = spec.map(|s| &s.template);
+    let containers = template
+        .and_then(|t| t.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let meta = template.and_then(|t| t.metadata.as_ref());
+    let w = Workload {
+        namespace: d.metadata.namespace.as_deref().unwrap_or_default(),
+        name: d.metadata.name.as_deref().unwrap_or_default(),
+        template_labels: meta.and_then(|m| m.labels.as_ref()),
+        containers,
+        current_hash: meta
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(annotations::CONFIG_HASH))
+            .map(String::as_str),
+        owned,
+    };
+    let req = Request {
+        instrumentation: inst,
+        sidecar: collector.as_ref().map(|(c, config)| SidecarSource { spec: &c.spec, config }),
+        container_names: inputs.resolved.container_names.as_deref(),
+        service_name: inputs.resolved.service_name.as_deref(),
+    };
+    inject::plan(&w, &req).map_err(|e| Problem {
+        reason: "MissingEndpoint",
+        message: e.to_string(),
+    })
+}
+
+fn current_hash(d: &Deployment) -> Option<&str> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(annotations::CONFIG_HASH)
+        .map(String::as_str)
+}
+
+impl Context {
+    async fn event(&self, d: &Deployment, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        match self.recorder.publish(&ev, &d.object_ref(&())).await {
+            Ok(()) => self.metrics.write("event"),
+            Err(e) => warn!(error = %e, "could not publish an Event"),
+        }
+    }
+
+    /// Reports a standing problem once (not on every reconcile).
+    async fn report(&self, d: &Deployment, p: &Problem) {
+        let key = ObjectRef::from_obj(d);
+        let text = format!("{}: {}", p.reason, p.message);
+        let new = self.reported.lock().expect("lock").insert(key, text.clone()) != Some(text);
+        if new {
+            warn!(deployment = %d.name_any(), reason = p.reason, "{}", p.message);
+            self.event(d, EventType::Warning, p.reason, p.message.clone()).await;
+        }
+        self.metrics.error(p.reason);
+    }
+
+    fn clear_report(&self, d: &Deployment) {
+        self.reported.lock().expect("lock").remove(&ObjectRef::from_obj(d));
+    }
+}
+
+/// Reconciles one Deployment.
+async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!("reconcile", deployment = %d.name_any(), namespace = field::Empty, trace_id = field::Empty);
+    span.record("namespace", d.namespace().unwrap_or_default());
+    crate::telemetry::record_trace_id(&span);
+    let start = Instant::now();
+    let res = reconcile_inner(&d, &ctx).instrument(span).await;
+    ctx.metrics.observe(start.elapsed());
+    if res.is_ok() {
+        ctx.failures.lock().expect("lock").remove(&key_of(d.as_ref()));
+    }
+    res
+}
+
+async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error> {
+    if d.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let owned = ownership::kotel_shape(d.metadata.managed_fields.as_deref().unwrap_or_default());
+
+    let inputs = match dereference(d, &ctx.stores) {
+        Ok(i) => i,
+        Err(p) => {
+            ctx.report(d, &p).await;
+            return Ok(Action::await_change());
+        }
+    };
+    if !inputs.resolved.wants_anything() && owned.is_empty() {
+        ctx.clear_report(d);
+        return Ok(Action::await_change());
+    }
+    let plan = match decide(d, &inputs, &owned) {
+        Ok(p) => p,
+        Err(p) => {
+            ctx.report(d, &p).await;
+            return Ok(Action::await_change());
+        }
+    };
+    for note in &inputs.notes {
+        ctx.report(d, note).await;
+    }
+    if inputs.notes.is_empty() {
+        ctx.clear_report(d);
+    }
+
+    if plan.intent.is_applied(&owned, current_hash(d)) {
+        return Ok(Action::await_change());
+    }
+
+    let ns = d.namespace().unwrap_or_default();
+    let name = d.name_any();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = plan.intent.apply_body(&ns, &name);
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    ctx.metrics.write("deployment");
+    let _ = ctx.status_trigger.unbounded_send(());
+
+    match (&plan.intent.hash, &inputs.instrumentation) {
+        (None, _) => {
+            info!("removed kotel's injection");
+            ctx.event(d, EventType::Normal, "Removed", "removed everything kotel had injected".into()).await;
+        }
+        (Some(hash), inst) => {
+            let containers: Vec<&str> = plan.intent.containers.iter().map(|(c, _)| c.as_str()).collect();
+            let mut msg = match inst {
+                Some((name, _)) => format!("injected Instrumentation {name} into containers [{}]", containers.join(", ")),
+                None => "injected no SDK env".to_string(),
+            };
+            if let Some((c, _)) = &inputs.collector {
+                msg.push_str(&format!(" with sidecar Collector {c}"));
+            }
+            msg.push_str(&format!(" (config-hash {hash})"));
+            info!(hash = %hash, "{msg}");
+            ctx.event(d, EventType::Normal, "Injected", msg).await;
+        }
+    }
+    if !plan.kept_user_vars.is_empty() {
+        let list: Vec<String> = plan.kept_user_vars.iter().map(|(c, v)| format!("{c}/{v}")).collect();
+        ctx.event(
+            d,
+            EventType::Normal,
+            "UserVariableKept",
+            format!("kept the workload's own value of {}; kotel did not set these", list.join(", ")),
+        )
+        .await;
+    }
+    if !plan.unknown_containers.is_empty() {
+        ctx.event(
+            d,
+            EventType::Warning,
+            "UnknownContainer",
+            format!(
+                "{} lists containers that the pod template does not have: {}",
+                annotations::CONTAINER_NAMES,
+                plan.unknown_containers.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+fn key_of<K: Resource>(o: &K) -> String {
+    format!("{}/{}", o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+}
+
+fn backoff<K: Resource>(o: &K, ctx: &Context) -> Action {
+    let mut f = ctx.failures.lock().expect("lock");
+    let n = f.entry(key_of(o)).or_insert(0);
+    *n = n.saturating_add(1);
+    let secs = 1u64 << (*n).min(8);
+    Action::requeue(Duration::from_secs(secs.min(300)))
+}
+
+fn error_policy(d: Arc<Deployment>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(deployment = %d.name_any(), namespace = %d.namespace().unwrap_or_default(), error = %err, "reconcile failed");
+    ctx.metrics.error("kube");
+    backoff(d.as_ref(), &ctx)
+}
+
+/// Which Instrumentation a Deployment is injected from now, if any.
+fn injected_from(d: &Deployment, stores: &Stores) -> Option<(String, String)> {
+    current_hash(d)?;
+    let ns = d.namespace().unwrap_or_default();
+    let nso = namespace_annotations(stores, &ns);
+    let r = resolve_deployment(d, nso.as_deref()).ok()?;
+    let existing = names_of(&stores.instrumentations, |_| true);
+    annotations::pick_instrumentation(&r.inject, &ns, &existing).ok().flatten()
+}
+
+/// Which sidecar Collector a Deployment carries now, if any.
+fn sidecar_from(d: &Deployment, stores: &Stores) -> Option<(String, String)> {
+    current_hash(d)?;
+    let ns = d.namespace().unwrap_or_default();
+    let nso = namespace_annotations(stores, &ns);
+    let r = resolve_deployment(d, nso.as_deref()).ok()?;
+    let existing = names_of(&stores.collectors, is_sidecar_collector);
+    annotations::pick_sidecar(&r.sidecar, &ns, &existing).ok().flatten()
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn reconcile_instrumentation(
+    obj: Arc<DeserializeGuard<Instrumentation>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let Ok(inst) = &obj.0 else {
+        return Ok(Action::await_change());
+    };
+    let ns = inst.namespace().unwrap_or_default();
+    let name = inst.name_any();
+    let deployments = ctx.stores.deployments.state();
+    let workloads = deployments
+        .iter()
+        .filter(|d| injected_from(d, &ctx.stores) == Some((ns.clone(), name.clone())))
+        .count() as i32;
+    ctx.metrics
+        .injected
+        .set(deployments.iter().filter(|d| current_hash(d).is_some()).count() as i64);
+    let previous = inst.status.clone().unwrap_or_default();
+    let generation = inst.metadata.generation;
+    let want = Want {
+        type_: "Ready",
+        ok: true,
+        reason: "Accepted",
+        message: format!("injected into {workloads} Deployment(s)"),
+    };
+    let conditions = vec![status::condition(&want, generation, &previous.conditions, now())];
+    if previous.observed_generation == generation
+        && previous.workloads == workloads
+        && status::same_conditions(&previous.conditions, &conditions)
+    {
+        return Ok(Action::await_change());
+    }
+    let api: Api<Instrumentation> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = json!({
+        "apiVersion": "kotel.dev/v1alpha1",
+        "kind": "Instrumentation",
+        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads}
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    ctx.metrics.write("status");
+    Ok(Action::await_change())
+}
+
+async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Ok(col) = &obj.0 else {
+        return Ok(Action::await_change());
+    };
+    let ns = col.namespace().unwrap_or_default();
+    let name = col.name_any();
+    let previous = col.status.clone().unwrap_or_default();
+    let generation = col.metadata.generation;
+    let validity = validate_config(&col.spec.config);
+    let config_want = match &validity {
+        Ok(_) => Want {
+            type_: "ConfigValid",
+            ok: true,
+            reason: "Valid",
+            message: "the configuration parses and every pipeline names defined components".into(),
+        },
+        Err(e) => Want {
+            type_: "ConfigValid",
+            ok: false,
+            reason: "InvalidConfig",
+            message: e.to_string(),
+        },
+    };
+    let ready_want = match (col.spec.mode, &validity) {
+        (_, Err(_)) => Want {
+            type_: "Ready",
+            ok: false,
+            reason: "InvalidConfig",
+            message: "fix spec.config; running collectors keep their last good configuration".into(),
+        },
+        (Mode::Sidecar, Ok(_)) => Want {
+            type_: "Ready",
+            ok: true,
+            reason: "SidecarReady",
+            message: "injected into Deployments annotated kotel.dev/sidecar".into(),
+        },
+        (mode, Ok(_)) => Want {
+            type_: "Ready",
+            ok: false,
+            reason: "ModeNotSupported",
+            message: format!("mode {mode:?} is not run by this kotel version yet; use mode sidecar"),
+        },
+    };
+    let workloads = if col.spec.mode == Mode::Sidecar {
+        ctx.stores
+            .deployments
+            .state()
+            .iter()
+            .filter(|d| sidecar_from(d, &ctx.stores) == Some((ns.clone(), name.clone())))
+            .count() as i32
+    } else {
+        0
+    };
+    let conditions = vec![
+        status::condition(&config_want, generation, &previous.conditions, now()),
+        status::condition(&ready_want, generation, &previous.conditions, now()),
+    ];
+    let image = col.spec.image().to_string();
+    if previous.observed_generation == generation
+        && previous.workloads == workloads
+        && previous.image.as_deref() == Some(image.as_str())
+        && status::same_conditions(&previous.conditions, &conditions)
+    {
+        return Ok(Action::await_change());
+    }
+    let was_valid = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConfigValid")
+        .map(|c| c.status == "True");
+    if let (Err(e), Some(true) | None) = (&validity, was_valid) {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "InvalidConfig".into(),
+            note: Some(e.to_string()),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        if ctx.recorder.publish(&ev, &col.object_ref(&())).await.is_ok() {
+            ctx.metrics.write("event");
+        }
+    }
+    let api: Api<Collector> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = json!({
+        "apiVersion": "kotel.dev/v1alpha1",
+        "kind": "Collector",
+        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "image": image}
+    });
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    ctx.metrics.write("status");
+    Ok(Action::await_change())
+}
+
+fn status_error_policy<K: Resource>(o: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(object = %key_of(o.as_ref()), error = %err, "status update failed");
+    ctx.metrics.error("status");
+    backoff(o.as_ref(), &ctx)
+}
+
+/// Deployments whose annotations may resolve to the Instrumentation `(ns, name)`.
+fn deployments_using_instrumentation(stores: &Stores, ns: &str, name: &str) -> Vec<ObjectRef<Deployment>> {
+    stores
+        .deployments
+        .state()
+        .iter()
+        .filter(|d| {
+            let dns = d.namespace().unwrap_or_default();
+            let nso = namespace_annotations(stores, &dns);
+            let uses = match resolve_deployment(d, nso.as_deref()) {
+                Ok(r) => match r.inject {
+                    InjectRef::Only => dns == ns,
+                    InjectRef::Named { namespace, name: n } => namespace == ns && n == name,
+                    InjectRef::Off => false,
+                },
+                Err(_) => false,
+            };
+            uses || (dns == ns && current_hash(d).is_some())
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// Deployments whose annotations may resolve to the Collector `(ns, name)`.
+fn deployments_using_collector(stores: &Stores, ns: &str, name: &str) -> Vec<ObjectRef<Deployment>> {
+    stores
+        .deployments
+        .state()
+        .iter()
+        .filter(|d| {
+            let dns = d.namespace().unwrap_or_default();
+            if dns != ns {
+                return false;
+            }
+            let nso = namespace_annotations(stores, &dns);
+            match resolve_deployment(d, nso.as_deref()) {
+                Ok(r) => match r.sidecar {
+                    SidecarRef::Only => true,
+                    SidecarRef::Named(n) => n == name,
+                    SidecarRef::Off => current_hash(d).is_some(),
+                },
+                Err(_) => false,
+            }
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// Waits until kotel's CRDs are established, so that watches on them do not fail.
+pub async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["instrumentations.kotel.dev", "collectors.kotel.dev"] {
+        info!(crd = name, "waiting for the CRD to be established");
+        kube::runtime::wait::await_condition(api.clone(), name, kube::runtime::conditions::is_crd_established())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs the controllers until `shutdown` resolves. `synced` is set once every store has
+/// seen its first full list.
+pub async fn run(
+    client: Client,
+    recorder_instance: String,
+    metrics: Metrics,
+    synced: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let shutdown = shutdown.shared();
+
+    let (ns_store, ns_writer) = reflector::store::<Namespace>();
+    let ns_stream = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(ns_writer)
+        .touched_objects();
+    let (inst_store, inst_writer) = reflector::store::<DeserializeGuard<Instrumentation>>();
+    let inst_stream = watcher(
+        Api::<DeserializeGuard<Instrumentation>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(inst_writer)
+    .touched_objects();
+    let (col_store, col_writer) = reflector::store::<DeserializeGuard<Collector>>();
+    let col_stream = watcher(Api::<DeserializeGuard<Collector>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(col_writer)
+        .touched_objects();
+
+    let deployments = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default().any_semantic());
+    let stores = Stores {
+        deployments: deployments.store(),
+        namespaces: ns_store.clone(),
+        instrumentations: inst_store.clone(),
+        collectors: col_store.clone(),
+    };
+    let (tx, rx) = mpsc::unbounded::<()>();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "kotel".into(),
+                instance: Some(recorder_instance),
+            },
+        ),
+        metrics,
+        stores: stores.clone(),
+        reported: Mutex::default(),
+        failures: Mutex::default(),
+        status_trigger: tx,
+    });
+
+    let s1 = stores.clone();
+    let s2 = stores.clone();
+    let s3 = stores.clone();
+    let deployment_controller = deployments
+        .watches_stream(inst_stream, move |i: DeserializeGuard<Instrumentation>| {
+            deployments_using_instrumentation(&s1, &i.namespace().unwrap_or_default(), &i.name_any())
+        })
+        .watches_stream(col_stream, move |c: DeserializeGuard<Collector>| {
+            deployments_using_collector(&s2, &c.namespace().unwrap_or_default(), &c.name_any())
+        })
+        .watches_stream(ns_stream, move |n: Namespace| {
+            let name = n.name_any();
+            s3.deployments
+                .state()
+                .iter()
+                .filter(|d| d.namespace().as_deref() == Some(name.as_str()))
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_deployment, error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    // Status controllers run off their own watches and are woken after kotel writes a Deployment.
+    let (inst_tx, inst_rx) = futures::channel::mpsc::unbounded::<()>();
+    let (col_tx, col_rx) = futures::channel::mpsc::unbounded::<()>();
+    let fanout = rx.for_each(move |()| {
+        let _ = inst_tx.unbounded_send(());
+        let _ = col_tx.unbounded_send(());
+        async {}
+    });
+    let status_config = ControllerConfig::default().debounce(Duration::from_millis(500));
+    let instrumentation_status = Controller::new(
+        Api::<DeserializeGuard<Instrumentation>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(status_config.clone())
+    .reconcile_all_on(inst_rx)
+    .graceful_shutdown_on(shutdown.clone())
+    .run(reconcile_instrumentation, status_error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let collector_status = Controller::new(Api::<DeserializeGuard<Collector>>::all(client.clone()), watcher::Config::default())
+        .with_config(status_config)
+        .reconcile_all_on(col_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_collector, status_error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let ready = {
+        let stores = stores.clone();
+        async move {
+            let _ = stores.deployments.wait_until_ready().await;
+            let _ = stores.namespaces.wait_until_ready().await;
+            let _ = stores.instrumentations.wait_until_ready().await;
+            let _ = stores.collectors.wait_until_ready().await;
+            synced.store(true, std::sync::atomic::Ordering::SeqCst);
+            info!("caches synced");
+        }
+    };
+    let _ = Span::current();
+    tokio::select! {
+        _ = async { tokio::join!(deployment_controller, instrumentation_status, collector_status, ready) } => {}
+        _ = fanout => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,840 @@
+//! What kotel injects into a Deployment: the `OTEL_*` env of each selected container, the
+//! sidecar, the config hash, and the server-side-apply body that carries exactly that.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::annotations::CONFIG_HASH;
+use crate::instrumentation::{InstrumentationSpec, Protocol, parse_interval_ms};
+use crate::ownership::Shape;
+use crate::sidecar;
+
+/// Downward-API variable holding the pod name.
+pub const POD_NAME_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_POD_NAME";
+/// Downward-API variable holding the node name.
+pub const NODE_NAME_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME";
+/// The label used for the service name when no annotation sets it.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+
+/// The parts of a Deployment that decide what kotel injects.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload<'a> {
+    /// The Deployment's namespace.
+    pub namespace: &'a str,
+    /// The Deployment's name.
+    pub name: &'a str,
+    /// The pod template's labels.
+    pub template_labels: Option<&'a BTreeMap<String, String>>,
+    /// The pod template's containers as they are now.
+    pub containers: &'a [Container],
+    /// The config hash on the pod template now.
+    pub current_hash: Option<&'a str>,
+    /// What kotel owns now.
+    pub owned: &'a Shape,
+}
+
+/// A sidecar to add: the Collector's spec and its validated configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SidecarSource<'a> {
+    /// The Collector's spec.
+    pub spec: &'a crate::collector::CollectorSpec,
+    /// Its validated configuration.
+    pub config: &'a crate::collector::ValidConfig,
+}
+
+/// What the workload's annotations asked for, with the objects they name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// The Instrumentation to inject (name, spec).
+    pub instrumentation: Option<(&'a str, &'a InstrumentationSpec)>,
+    /// The sidecar to add.
+    pub sidecar: Option<SidecarSource<'a>>,
+    /// `kotel.dev/container-names`.
+    pub container_names: Option<&'a [String]>,
+    /// `kotel.dev/service-name`.
+    pub service_name: Option<&'a str>,
+}
+
+/// The fields kotel wants on a Deployment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Intent {
+    /// Env vars per container name, in injection order.
+    pub containers: Vec<(String, Vec<EnvVar>)>,
+    /// The native sidecar.
+    pub sidecar: Option<Container>,
+    /// Short hash of the above; `None` when there is nothing to inject.
+    pub hash: Option<String>,
+}
+
+/// The intent plus what the user should be told about it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// The fields to apply.
+    pub intent: Intent,
+    /// `(container, variable)` pairs the workload sets itself, which kotel leaves alone.
+    pub kept_user_vars: Vec<(String, String)>,
+    /// Names in `kotel.dev/container-names` that match no container.
+    pub unknown_containers: Vec<String>,
+}
+
+/// Why nothing can be planned for a workload until its inputs change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// No endpoint and no sidecar to send to.
+    #[error("Instrumentation {0} has no spec.exporter.endpoint and the workload has no kotel sidecar: set spec.exporter.endpoint or annotate kotel.dev/sidecar")]
+    MissingEndpoint(String),
+}
+
+/// `kotel.dev/service-name`, else the template's `app.kubernetes.io/name` label, else the Deployment name.
+pub fn service_name(
+    annotation: Option<&str>,
+    labels: Option<&BTreeMap<String, String>>,
+    deployment: &str,
+) -> String {
+    annotation
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            labels
+                .and_then(|l| l.get(NAME_LABEL))
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or(deployment)
+        .to_string()
+}
+
+/// The tag of an image reference, if it has one (a digest-only or untagged image has none).
+pub fn image_tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split_once(':').map(|(_, tag)| tag).filter(|t| !t.is_empty())
+}
+
+/// Percent-encodes the characters that would break `key=value,key=value` lists.
+pub fn encode_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        match b {
+            b',' | b'=' | b'%' | b';' | b'"' | b'\\' => out.push_str(&format!("%{b:02X}")),
+            b if b.is_ascii_whitespace() || b.is_ascii_control() || !b.is_ascii() => {
+                out.push_str(&format!("%{b:02X}"))
+            }
+            b => out.push(b as char),
+        }
+    }
+    out
+}
+
+fn var(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn field_ref(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Where a container's SDK sends telemetry, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// OTEL_EXPORTER_OTLP_ENDPOINT.
+    pub endpoint: String,
+    /// OTEL_EXPORTER_OTLP_PROTOCOL.
+    pub protocol: Protocol,
+}
+
+/// The destination: the sidecar on localhost when there is one, else `exporter.endpoint`.
+pub fn destination(
+    name: &str,
+    spec: &InstrumentationSpec,
+    with_sidecar: bool,
+) -> Result<Destination, PlanError> {
+    let protocol = spec.exporter.protocol;
+    let endpoint = if with_sidecar {
+        format!("http://localhost:{}", protocol.default_port())
+    } else {
+        spec.exporter
+            .endpoint
+            .clone()
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| PlanError::MissingEndpoint(name.to_string()))?
+    };
+    Ok(Destination { endpoint, protocol })
+}
+
+/// The full env kotel would give one container, in contract order, before user vars are removed.
+pub fn container_env(
+    spec: &InstrumentationSpec,
+    namespace: &str,
+    deployment: &str,
+    service: &str,
+    dest: &Destination,
+    container: &Container,
+) -> Vec<EnvVar> {
+    let mut env = vec![
+        field_ref(POD_NAME_VAR, "metadata.name"),
+        field_ref(NODE_NAME_VAR, "spec.nodeName"),
+        var("OTEL_SERVICE_NAME", service),
+        var("OTEL_EXPORTER_OTLP_ENDPOINT", dest.endpoint.clone()),
+        var("OTEL_EXPORTER_OTLP_PROTOCOL", dest.protocol.as_str()),
+    ];
+
+    if !spec.exporter.headers.is_empty() {
+        let mut pairs = Vec::new();
+        for (i, (key, h)) in spec.exporter.headers.iter().enumerate() {
+            if let Some(secret) = &h.secret_key_ref {
+                let holder = format!("KOTEL_OTLP_HEADER_{i}");
+                env.push(EnvVar {
+                    name: holder.clone(),
+                    value: None,
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(secret.clone()),
+                        ..Default::default()
+                    }),
+                });
+                pairs.push(format!("{key}=$({holder})"));
+            } else {
+                pairs.push(format!(
+                    "{key}={}",
+                    encode_value(h.value.as_deref().unwrap_or_default())
+                ));
+            }
+        }
+        env.push(var("OTEL_EXPORTER_OTLP_HEADERS", pairs.join(",")));
+    }
+
+    let mut attrs: Vec<(String, String)> = vec![
+        ("k8s.namespace.name".into(), encode_value(namespace)),
+        ("k8s.deployment.name".into(), encode_value(deployment)),
+        ("k8s.pod.name".into(), format!("$({POD_NAME_VAR})")),
+        ("k8s.node.name".into(), format!("$({NODE_NAME_VAR})")),
+        ("k8s.container.name".into(), encode_value(&container.name)),
+        ("service.namespace".into(), encode_value(namespace)),
+    ];
+    if let Some(tag) = container
+        .image
+        .as_deref()
+        .and_then(image_tag)
+        .filter(|t| *t != "latest")
+    {
+        attrs.push(("service.version".into(), encode_value(tag)));
+    }
+    attrs.push((
+        "service.instance.id".into(),
+        format!(
+            "{}.$({POD_NAME_VAR}).{}",
+            encode_value(namespace),
+            encode_value(&container.name)
+        ),
+    ));
+    for (k, v) in &spec.resource_attributes {
+        let v = encode_value(v);
+        match attrs.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v,
+            None => attrs.push((k.clone(), v)),
+        }
+    }
+    let attrs: Vec<String> = attrs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(var("OTEL_RESOURCE_ATTRIBUTES", attrs.join(",")));
+
+    let propagators: Vec<&str> = spec.propagators.iter().map(|p| p.as_str()).collect();
+    if !propagators.is_empty() {
+        env.push(var("OTEL_PROPAGATORS", propagators.join(",")));
+    }
+    if let Some(sampler) = &spec.sampler {
+        env.push(var("OTEL_TRACES_SAMPLER", sampler.type_.as_str()));
+        if let Some(arg) = sampler.argument {
+            env.push(var("OTEL_TRACES_SAMPLER_ARG", arg.to_string()));
+        }
+    }
+    let exporter = |on: bool| if on { "otlp" } else { "none" };
+    env.push(var("OTEL_TRACES_EXPORTER", exporter(spec.signals.traces)));
+    env.push(var("OTEL_METRICS_EXPORTER", exporter(spec.signals.metrics)));
+    env.push(var("OTEL_LOGS_EXPORTER", exporter(spec.signals.logs)));
+    if let Some(ms) = spec
+        .metric_export_interval
+        .as_deref()
+        .and_then(parse_interval_ms)
+    {
+        env.push(var("OTEL_METRIC_EXPORT_INTERVAL", ms.to_string()));
+    }
+    env.extend(spec.env.iter().cloned());
+    // A name listed twice (kotel's own and `spec.env`) keeps its first position and the last value.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out: Vec<EnvVar> = Vec::with_capacity(env.len());
+    for e in env {
+        match seen.get(&e.name) {
+            Some(&i) => out[i] = e,
+            None => {
+                seen.insert(e.name.clone(), out.len());
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+/// The env var names a container sets that kotel does not own: the user's.
+pub fn user_vars(container: &Container, owned: &Shape) -> BTreeSet<String> {
+    let mine = owned.env.get(&container.name);
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.clone())
+        .filter(|n| !mine.is_some_and(|m| m.contains(n)))
+        .collect()
+}
+
+/// Computes what kotel should own on a workload.
+pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
+    let mut out = Plan::default();
+    if let Some((inst_name, spec)) = r.instrumentation {
+        let dest = destination(inst_name, spec, r.sidecar.is_some())?;
+        let service = service_name(r.service_name, w.template_labels, w.name);
+        if let Some(names) = r.container_names {
+            out.unknown_containers = names
+                .iter()
+                .filter(|n| !w.containers.iter().any(|c| &c.name == *n))
+                .cloned()
+                .collect();
+        }
+        for c in w.containers {
+            if c.name == sidecar::CONTAINER_NAME {
+                continue;
+            }
+            if r.container_names.is_some_and(|names| !names.contains(&c.name)) {
+                continue;
+            }
+            let users = user_vars(c, w.owned);
+            let mut env = Vec::new();
+            for e in container_env(spec, w.namespace, w.name, &service, &dest, c) {
+                if users.contains(&e.name) {
+                    out.kept_user_vars.push((c.name.clone(), e.name));
+                } else {
+                    env.push(e);
+                }
+            }
+            if !env.is_empty() {
+                out.intent.containers.push((c.name.clone(), env));
+            }
+        }
+    }
+    if let Some(s) = r.sidecar {
+        let ports = crate::collector::ports_for(s.spec, s.config);
+        out.intent.sidecar = Some(sidecar::container(s.spec, s.config, &ports));
+    }
+    if !out.intent.containers.is_empty() || out.intent.sidecar.is_some() {
+        out.intent.hash = Some(config_hash(&out.intent.containers, out.intent.sidecar.as_ref()));
+    }
+    Ok(out)
+}
+
+/// A short, stable hash of everything kotel injects.
+pub fn config_hash(containers: &[(String, Vec<EnvVar>)], sidecar: Option<&Container>) -> String {
+    let body = serde_json::to_vec(&json!({"containers": containers, "sidecar": sidecar}))
+        .expect("env and containers serialise");
+    let digest = Sha256::digest(&body);
+    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+impl Intent {
+    /// The fields this intent makes kotel own.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            hash_annotation: self.hash.is_some(),
+            env: self
+                .containers
+                .iter()
+                .map(|(c, env)| (c.clone(), env.iter().map(|e| e.name.clone()).collect()))
+                .collect(),
+            init_containers: self.sidecar.iter().map(|c| c.name.clone()).collect(),
+        }
+    }
+
+    /// Whether applying this intent would change nothing: kotel already owns exactly these
+    /// fields and the hash of their content is the one on the pod template.
+    pub fn is_applied(&self, owned: &Shape, current_hash: Option<&str>) -> bool {
+        self.shape() == *owned && (self.hash.is_none() || self.hash.as_deref() == current_hash)
+    }
+
+    /// The server-side-apply body: only kotel's fields, so a smaller intent removes exactly what
+    /// kotel added before.
+    pub fn apply_body(&self, namespace: &str, name: &str) -> Value {
+        let mut body = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+        });
+        let Some(hash) = &self.hash else {
+            return body;
+        };
+        let mut pod_spec = serde_json::Map::new();
+        if !self.containers.is_empty() {
+            let containers: Vec<Value> = self
+                .containers
+                .iter()
+                .map(|(c, env)| json!({"name": c, "env": env}))
+                .collect();
+            pod_spec.insert("containers".into(), Value::Array(containers));
+        }
+        if let Some(s) = &self.sidecar {
+            pod_spec.insert(
+                "initContainers".into(),
+                Value::Array(vec![serde_json::to_value(s).expect("container serialises")]),
+            );
+        }
+        body["spec"] = json!({"template": {
+            "metadata": {"annotations": {CONFIG_HASH: hash}},
+            "spec": Value::Object(pod_spec),
+        }});
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::{CollectorSpec, validate_config};
+    use crate::instrumentation::{HeaderValue, Sampler, SamplerType};
+    use k8s_openapi::api::core::v1::SecretKeySelector;
+    use proptest::prelude::*;
+
+    fn inst(v: Value) -> InstrumentationSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn basic() -> InstrumentationSpec {
+        inst(json!({"exporter": {"endpoint": "http://gw.obs:4318"}}))
+    }
+
+    fn container(name: &str, image: &str, env: &[(&str, &str)]) -> Container {
+        Container {
+            name: name.into(),
+            image: Some(image.into()),
+            env: (!env.is_empty()).then(|| env.iter().map(|(k, v)| var(k, *v)).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn names(env: &[EnvVar]) -> Vec<&str> {
+        env.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    fn value<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a str> {
+        env.iter().find(|e| e.name == name)?.value.as_deref()
+    }
+
+    fn dest() -> Destination {
+        Destination {
+            endpoint: "http://gw.obs:4318".into(),
+            protocol: Protocol::HttpProtobuf,
+        }
+    }
+
+    #[test]
+    fn env_in_contract_order() {
+        let spec = inst(json!({
+            "exporter": {"endpoint": "http://gw:4318"},
+            "sampler": {"type": "parentbased_traceidratio", "argument": 0.5},
+            "metricExportInterval": "15s",
+            "env": [{"name": "EXTRA", "value": "1"}]
+        }));
+        let c = container("app", "repo/app:1.2.3", &[]);
+        let env = container_env(&spec, "shop", "cart", "cart-svc", &dest(), &c);
+        assert_eq!(
+            names(&env),
+            vec![
+                POD_NAME_VAR,
+                NODE_NAME_VAR,
+                "OTEL_SERVICE_NAME",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "OTEL_PROPAGATORS",
+                "OTEL_TRACES_SAMPLER",
+                "OTEL_TRACES_SAMPLER_ARG",
+                "OTEL_TRACES_EXPORTER",
+                "OTEL_METRICS_EXPORTER",
+                "OTEL_LOGS_EXPORTER",
+                "OTEL_METRIC_EXPORT_INTERVAL",
+                "EXTRA"
+            ]
+        );
+        assert_eq!(
+            env[0].value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+            "metadata.name"
+        );
+        assert_eq!(
+            env[1].value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+            "spec.nodeName"
+        );
+        assert_eq!(value(&env, "OTEL_SERVICE_NAME"), Some("cart-svc"));
+        assert_eq!(value(&env, "OTEL_PROPAGATORS"), Some("tracecontext,baggage"));
+        assert_eq!(value(&env, "OTEL_TRACES_SAMPLER_ARG"), Some("0.5"));
+        assert_eq!(value(&env, "OTEL_METRIC_EXPORT_INTERVAL"), Some("15000"));
+        assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("http/protobuf"));
+        assert_eq!(
+            value(&env, "OTEL_RESOURCE_ATTRIBUTES"),
+            Some(
+                "k8s.namespace.name=shop,k8s.deployment.name=cart,k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME),k8s.node.name=$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME),k8s.container.name=app,service.namespace=shop,service.version=1.2.3,service.instance.id=shop.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).app"
+            )
+        );
+    }
+
+    #[test]
+    fn resource_attributes_win_and_are_encoded() {
+        let spec = inst(json!({
+            "exporter": {"endpoint": "http://gw:4318"},
+            "resourceAttributes": {"service.namespace": "team a", "deployment.environment": "prod,eu"}
+        }));
+        let env = container_env(&spec, "shop", "cart", "s", &dest(), &container("app", "app:latest", &[]));
+        let attrs = value(&env, "OTEL_RESOURCE_ATTRIBUTES").unwrap();
+        assert!(attrs.contains("service.namespace=team%20a"), "{attrs}");
+        assert!(!attrs.contains("service.namespace=shop"), "{attrs}");
+        assert!(attrs.ends_with("deployment.environment=prod%2Ceu"), "{attrs}");
+        assert!(!attrs.contains("service.version"), "latest is no version: {attrs}");
+    }
+
+    #[test]
+    fn signals_sampler_and_protocol() {
+        let mut spec = inst(json!({
+            "exporter": {"endpoint": "http://gw:4317", "protocol": "grpc"},
+            "signals": {"metrics": false, "logs": false},
+            "propagators": ["b3"]
+        }));
+        spec.sampler = Some(Sampler {
+            type_: SamplerType::AlwaysOff,
+            argument: None,
+        });
+        let d = destination("i", &spec, false).unwrap();
+        let env = container_env(&spec, "n", "d", "s", &d, &container("c", "img", &[]));
+        assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
+        assert_eq!(value(&env, "OTEL_TRACES_EXPORTER"), Some("otlp"));
+        assert_eq!(value(&env, "OTEL_METRICS_EXPORTER"), Some("none"));
+        assert_eq!(value(&env, "OTEL_LOGS_EXPORTER"), Some("none"));
+        assert_eq!(value(&env, "OTEL_TRACES_SAMPLER"), Some("always_off"));
+        assert_eq!(value(&env, "OTEL_TRACES_SAMPLER_ARG"), None);
+        assert_eq!(value(&env, "OTEL_PROPAGATORS"), Some("b3"));
+    }
+
+    #[test]
+    fn headers_reference_secrets_without_copying_them() {
+        let mut spec = basic();
+        spec.exporter.headers.insert(
+            "api-key".into(),
+            HeaderValue {
+                value: None,
+                secret_key_ref: Some(SecretKeySelector {
+                    name: "otlp-auth".into(),
+                    key: "token".into(),
+                    optional: None,
+                }),
+            },
+        );
+        spec.exporter.headers.insert(
+            "x-tenant".into(),
+            HeaderValue {
+                value: Some("a=b".into()),
+                secret_key_ref: None,
+            },
+        );
+        let env = container_env(&spec, "n", "d", "s", &dest(), &container("c", "img", &[]));
+        let holder = env.iter().find(|e| e.name == "KOTEL_OTLP_HEADER_0").unwrap();
+        assert_eq!(
+            holder.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name,
+            "otlp-auth"
+        );
+        assert_eq!(
+            value(&env, "OTEL_EXPORTER_OTLP_HEADERS"),
+            Some("api-key=$(KOTEL_OTLP_HEADER_0),x-tenant=a%3Db")
+        );
+        let pos = |n: &str| env.iter().position(|e| e.name == n).unwrap();
+        assert!(pos("KOTEL_OTLP_HEADER_0") < pos("OTEL_EXPORTER_OTLP_HEADERS"));
+    }
+
+    #[test]
+    fn spec_env_overrides_value_in_place() {
+        let spec = inst(json!({
+            "exporter": {"endpoint": "http://gw:4318"},
+            "env": [{"name": "OTEL_LOGS_EXPORTER", "value": "console"}]
+        }));
+        let env = container_env(&spec, "n", "d", "s", &dest(), &container("c", "img", &[]));
+        assert_eq!(value(&env, "OTEL_LOGS_EXPORTER"), Some("console"));
+        assert_eq!(env.iter().filter(|e| e.name == "OTEL_LOGS_EXPORTER").count(), 1);
+    }
+
+    #[test]
+    fn service_name_rules() {
+        let labels = BTreeMap::from([(NAME_LABEL.to_string(), "from-label".to_string())]);
+        assert_eq!(service_name(Some("ann"), Some(&labels), "d"), "ann");
+        assert_eq!(service_name(None, Some(&labels), "d"), "from-label");
+        assert_eq!(service_name(Some(""), None, "d"), "d");
+    }
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(image_tag("nginx:1.27"), Some("1.27"));
+        assert_eq!(image_tag("reg:5000/team/app"), None);
+        assert_eq!(image_tag("reg:5000/team/app:v2"), Some("v2"));
+        assert_eq!(image_tag("app@sha256:abc"), None);
+        assert_eq!(image_tag("app:v3@sha256:abc"), Some("v3"));
+    }
+
+    #[test]
+    fn sidecar_switches_endpoint_to_localhost() {
+        let spec = inst(json!({"exporter": {"protocol": "grpc"}}));
+        assert_eq!(
+            destination("i", &spec, true).unwrap().endpoint,
+            "http://localhost:4317"
+        );
+        assert_eq!(
+            destination("i", &basic(), true).unwrap().endpoint,
+            "http://localhost:4318"
+        );
+        assert_eq!(
+            destination("i", &spec, false).unwrap_err(),
+            PlanError::MissingEndpoint("i".into())
+        );
+    }
+
+    fn collector() -> (CollectorSpec, crate::collector::ValidConfig) {
+        let spec: CollectorSpec = serde_json::from_value(json!({
+            "mode": "sidecar",
+            "config": {
+                "receivers": {"otlp": {"protocols": {"http": {}}}},
+                "exporters": {"debug": {}},
+                "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}
+            }
+        }))
+        .unwrap();
+        let cfg = validate_config(&spec.config).unwrap();
+        (spec, cfg)
+    }
+
+    #[test]
+    fn plan_selects_containers_and_keeps_user_vars() {
+        let containers = vec![
+            container("app", "app:1", &[("OTEL_SERVICE_NAME", "mine")]),
+            container("proxy", "envoy:1", &[]),
+        ];
+        let owned = Shape::default();
+        let w = Workload {
+            namespace: "n",
+            name: "d",
+            template_labels: None,
+            containers: &containers,
+            current_hash: None,
+            owned: &owned,
+        };
+        let spec = basic();
+        let only = vec!["app".to_string(), "ghost".to_string()];
+        let p = plan(
+            &w,
+            &Request {
+                instrumentation: Some(("i", &spec)),
+                container_names: Some(&only),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.intent.containers.len(), 1);
+        assert_eq!(p.intent.containers[0].0, "app");
+        assert!(!names(&p.intent.containers[0].1).contains(&"OTEL_SERVICE_NAME"));
+        assert_eq!(
+            p.kept_user_vars,
+            vec![("app".to_string(), "OTEL_SERVICE_NAME".to_string())]
+        );
+        assert_eq!(p.unknown_containers, vec!["ghost".to_string()]);
+        assert!(p.intent.hash.is_some());
+    }
+
+    #[test]
+    fn plan_with_sidecar_only() {
+        let containers = vec![container("app", "app:1", &[])];
+        let owned = Shape::default();
+        let w = Workload {
+            namespace: "n",
+            name: "d",
+            template_labels: None,
+            containers: &containers,
+            current_hash: None,
+            owned: &owned,
+        };
+        let (cs, cfg) = collector();
+        let p = plan(
+            &w,
+            &Request {
+                sidecar: Some(SidecarSource {
+                    spec: &cs,
+                    config: &cfg,
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(p.intent.containers.is_empty());
+        let body = p.intent.apply_body("n", "d");
+        assert_eq!(
+            body["spec"]["template"]["spec"]["initContainers"][0]["restartPolicy"],
+            "Always"
+        );
+        assert!(body["spec"]["template"]["spec"].get("containers").is_none());
+    }
+
+    #[test]
+    fn hash_changes_with_content() {
+        let a = vec![("app".to_string(), vec![var("A", "1")])];
+        let b = vec![("app".to_string(), vec![var("A", "2")])];
+        assert_ne!(config_hash(&a, None), config_hash(&b, None));
+        assert_eq!(config_hash(&a, None), config_hash(&a.clone(), None));
+        assert_eq!(config_hash(&a, None).len(), 10);
+    }
+
+    #[test]
+    fn apply_body_carries_only_kotels_fields() {
+        let intent = Intent {
+            containers: vec![("app".into(), vec![var("OTEL_SERVICE_NAME", "x")])],
+            sidecar: None,
+            hash: Some("abc".into()),
+        };
+        let body = intent.apply_body("n", "d");
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "d", "namespace": "n"},
+                "spec": {"template": {
+                    "metadata": {"annotations": {"kotel.dev/config-hash": "abc"}},
+                    "spec": {"containers": [{"name": "app", "env": [{"name": "OTEL_SERVICE_NAME", "value": "x"}]}]}
+                }}
+            })
+        );
+        assert_eq!(
+            Intent::default().apply_body("n", "d"),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"}})
+        );
+    }
+
+    /// What the API server does with kotel's apply, for the fields this crate cares about:
+    /// kotel's env replaces what kotel owned, the user's stays, and ownership follows.
+    fn simulate_apply(containers: &mut [Container], owned: &mut Shape, hash: &mut Option<String>, intent: &Intent) {
+        for c in containers.iter_mut() {
+            let mine = owned.env.get(&c.name).cloned().unwrap_or_default();
+            let mut env: Vec<EnvVar> = c.env.take().unwrap_or_default().into_iter().filter(|e| !mine.contains(&e.name)).collect();
+            if let Some((_, add)) = intent.containers.iter().find(|(n, _)| n == &c.name) {
+                env.extend(add.iter().cloned());
+            }
+            c.env = (!env.is_empty()).then_some(env);
+        }
+        *owned = intent.shape();
+        *hash = intent.hash.clone();
+    }
+
+    fn arb_user_env() -> impl Strategy<Value = Vec<(String, String)>> {
+        let names = prop::sample::select(vec![
+            "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_PROPAGATORS", "OTEL_TRACES_EXPORTER", "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
+            "EXTRA", "PATH", "JAVA_OPTS",
+        ]);
+        prop::collection::vec((names.prop_map(str::to_string), "[a-z0-9]{0,6}"), 0..5)
+    }
+
+    fn arb_spec() -> impl Strategy<Value = InstrumentationSpec> {
+        (any::<bool>(), any::<bool>(), any::<bool>(), prop::option::of(0.0f64..=1.0), "[a-z]{1,5}")
+            .prop_map(|(grpc, traces, logs, ratio, attr)| {
+                let mut s = inst(json!({"exporter": {"endpoint": "http://gw:4318"}, "env": [{"name": "EXTRA", "value": "k"}]}));
+                if grpc { s.exporter.protocol = Protocol::Grpc; }
+                s.signals.traces = traces;
+                s.signals.logs = logs;
+                s.sampler = ratio.map(|r| Sampler { type_: SamplerType::Traceidratio, argument: Some(r) });
+                s.resource_attributes.insert("team".into(), attr);
+                s
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn user_vars_never_in_intent_and_applying_twice_converges(
+            user in arb_user_env(), spec in arb_spec(), with_sidecar in any::<bool>()
+        ) {
+            let mut containers = vec![Container {
+                name: "app".into(),
+                image: Some("app:2".into()),
+                env: (!user.is_empty()).then(|| user.iter().map(|(k, v)| var(k, v.clone())).collect()),
+                ..Default::default()
+            }];
+            let user_names: BTreeSet<String> = user.iter().map(|(k, _)| k.clone()).collect();
+            let (cs, cfg) = collector();
+            let req = Request {
+                instrumentation: Some(("i", &spec)),
+                sidecar: with_sidecar.then_some(SidecarSource { spec: &cs, config: &cfg }),
+                ..Default::default()
+            };
+            let mut owned = Shape::default();
+            let mut hash = None;
+
+            let first = {
+                let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+                plan(&w, &req).unwrap()
+            };
+            for (_, env) in &first.intent.containers {
+                for e in env {
+                    prop_assert!(!user_names.contains(&e.name), "user var {} in intent", e.name);
+                }
+            }
+            simulate_apply(&mut containers, &mut owned, &mut hash, &first.intent);
+            let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+            let second = plan(&w, &req).unwrap();
+            prop_assert_eq!(&second.intent, &first.intent);
+            prop_assert!(second.intent.is_applied(w.owned, w.current_hash));
+            // the user's values are untouched
+            for (k, v) in &user {
+                let live = containers[0].env.iter().flatten().filter(|e| &e.name == k).last().unwrap();
+                let last_user = user.iter().rev().find(|(n, _)| n == k).unwrap();
+                prop_assert_eq!(live.value.as_deref(), Some(last_user.1.as_str()), "{} {}", k, v);
+            }
+        }
+
+        #[test]
+        fn removing_the_annotation_leaves_no_kotel_field(user in arb_user_env(), spec in arb_spec()) {
+            let mut containers = vec![Container {
+                name: "app".into(),
+                env: (!user.is_empty()).then(|| user.iter().map(|(k, v)| var(k, v.clone())).collect()),
+                ..Default::default()
+            }];
+            let mut owned = Shape::default();
+            let mut hash = None;
+            let req = Request { instrumentation: Some(("i", &spec)), ..Default::default() };
+            let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: None, owned: &owned };
+            let p = plan(&w, &req).unwrap();
+            simulate_apply(&mut containers, &mut owned, &mut hash, &p.intent);
+
+            let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+            let removed = plan(&w, &Request::default()).unwrap();
+            prop_assert!(removed.intent.shape().is_empty());
+            let body = removed.intent.apply_body("n", "d");
+            prop_assert_eq!(body.get("spec"), None);
+            prop_assert!(!removed.intent.is_applied(w.owned, w.current_hash) || owned.is_empty());
+            simulate_apply(&mut containers, &mut owned, &mut hash, &removed.intent);
+            let left: Vec<(String, String)> = containers[0].env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+            prop_assert_eq!(left, user);
+        }
+    }
+}

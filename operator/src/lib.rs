@@ -1,0 +1,32 @@
+//! kotel: a Kubernetes operator that injects and manages OpenTelemetry for workloads.
+//!
+//! Every decision (annotation resolution, env, sidecar, collector config, ports, config hash,
+//! apply body) is a pure function in its own module; only `controller` talks to the API server.
+
+pub mod annotations;
+pub mod collector;
+pub mod controller;
+pub mod http;
+pub mod inject;
+pub mod instrumentation;
+pub mod leader;
+pub mod metrics;
+pub mod ownership;
+pub mod sidecar;
+pub mod status;
+pub mod telemetry;
+
+use kube::CustomResourceExt;
+
+/// The CRDs kotel serves, as one multi-document YAML stream (what `kotel-operator crds` prints
+/// and `crds/` holds).
+pub fn crds_yaml() -> String {
+    let crds = [
+        instrumentation::Instrumentation::crd(),
+        collector::Collector::crd(),
+    ];
+    crds.iter()
+        .map(|c| serde_norway::to_string(c).expect("a CRD serialises to YAML"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}

@@ -1,0 +1,127 @@
+//! The operator's Prometheus metrics.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of the error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// A short, bounded reason such as `kube`, `ambiguous`, `not_found`.
+    pub reason: String,
+}
+
+/// Label set of the write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// What was written: `deployment`, `status`, `event`.
+    pub kind: String,
+}
+
+/// Every metric the operator exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Reconciles run.
+    pub reconciles: Counter,
+    /// Reconcile failures by reason.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Reconcile duration.
+    pub duration: Histogram,
+    /// Deployments that currently carry kotel's injection.
+    pub injected: Gauge,
+    /// Writes to the API server by kind.
+    pub writes: Family<WriteLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            reconciles: Counter::default(),
+            errors: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            injected: Gauge::default(),
+            writes: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers the metrics under the `kotel` prefix.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("kotel");
+        r.register("reconciles", "Deployment reconciles run", self.reconciles.clone());
+        r.register("reconcile_errors", "Reconcile failures by reason", self.errors.clone());
+        r.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            self.duration.clone(),
+        );
+        r.register(
+            "injected_workloads",
+            "Deployments that currently carry kotel's injection",
+            self.injected.clone(),
+        );
+        r.register("writes", "Writes to the Kubernetes API by kind", self.writes.clone());
+    }
+
+    /// Counts one write of `kind`.
+    pub fn write(&self, kind: &str) {
+        self.writes
+            .get_or_create(&WriteLabels { kind: kind.to_string() })
+            .inc();
+    }
+
+    /// Counts one failure of `reason`.
+    pub fn error(&self, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels { reason: reason.to_string() })
+            .inc();
+    }
+
+    /// Records a reconcile's duration.
+    pub fn observe(&self, d: Duration) {
+        self.reconciles.inc();
+        self.duration.observe(d.as_secs_f64());
+    }
+
+    /// Total writes so far, of every kind.
+    pub fn total_writes(&self) -> u64 {
+        ["deployment", "status", "event"]
+            .iter()
+            .map(|k| self.writes.get_or_create(&WriteLabels { kind: k.to_string() }).get())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let m = Metrics::default();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        m.write("deployment");
+        m.error("kube");
+        m.observe(Duration::from_millis(3));
+        m.injected.set(2);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        for name in [
+            "kotel_reconciles_total 1",
+            "kotel_reconcile_errors_total{reason=\"kube\"} 1",
+            "kotel_reconcile_duration_seconds_count 1",
+            "kotel_injected_workloads 2",
+            "kotel_writes_total{kind=\"deployment\"} 1",
+        ] {
+            assert!(out.contains(name), "{name} missing from:\n{out}");
+        }
+        assert_eq!(m.total_writes(), 1);
+    }
+}
