@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -29,6 +32,15 @@ use crate::instrumentation::Instrumentation;
 use crate::metrics::Metrics;
 use crate::ownership::{self, FIELD_MANAGER};
 use crate::status::{self, Want};
+
+/// Whether an Event reports normal operation or a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Normal operation.
+    Normal,
+    /// Something the user should fix.
+    Warning,
+}
 
 /// Failures of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -49,14 +61,38 @@ pub struct Stores {
     pub instrumentations: Store<DeserializeGuard<Instrumentation>>,
     /// Collectors, likewise.
     pub collectors: Store<DeserializeGuard<Collector>>,
+    /// Which of the four streams (deployments, namespaces, instrumentations, collectors) listed.
+    pub ready: watch::Receiver<[bool; 4]>,
+}
+
+impl Stores {
+    /// Resolves once every store has seen its first full list. (kube's own
+    /// `Store::wait_until_ready` wakes only one of several concurrent waiters, so the
+    /// readiness of each stream is tracked here on a watch channel instead.)
+    pub async fn wait_until_ready(&self) {
+        let mut rx = self.ready.clone();
+        let _ = rx.wait_for(|r| r.iter().all(|x| *x)).await;
+    }
+}
+
+/// Marks stream `i` ready when its watcher finishes an initial list.
+fn mark_ready<K>(
+    tx: Arc<watch::Sender<[bool; 4]>>,
+    i: usize,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |ev| {
+        if let Ok(watcher::Event::InitDone) = ev {
+            tx.send_if_modified(|r| !std::mem::replace(&mut r[i], true));
+        }
+    }
 }
 
 /// Shared state of the controllers.
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Publishes Events.
-    pub recorder: Recorder,
+    /// `reportingInstance` of kotel's Events.
+    pub instance: String,
     /// The operator's metrics.
     pub metrics: Metrics,
     /// The stores.
@@ -261,15 +297,41 @@ fn current_hash(d: &Deployment) -> Option<&str> {
 
 impl Context {
     async fn event(&self, d: &Deployment, type_: EventType, reason: &str, note: String) {
-        let ev = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Reconcile".to_string(),
-            secondary: None,
+        self.publish(d.object_ref(&()), type_, reason, "Reconcile", note).await;
+    }
+
+    /// Creates one `events.k8s.io/v1` Event. Each call is its own Event (no series
+    /// aggregation), so every change kotel makes is visible with its own message.
+    async fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+        let ns = regarding.namespace.clone().unwrap_or_else(|| "default".into());
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ev = KubeEvent {
+            metadata: ObjectMeta {
+                // `<object>.<nanoseconds>` as client-go names Events; unique per publish.
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.clone().unwrap_or_default(),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(match type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            reason: Some(reason.to_string()),
+            action: Some(action.to_string()),
+            note: Some(note.chars().take(1000).collect()),
+            regarding: Some(regarding),
+            reporting_controller: Some("kotel.dev/operator".into()),
+            reporting_instance: Some(self.instance.chars().take(128).collect()),
+            ..Default::default()
         };
-        match self.recorder.publish(&ev, &d.object_ref(&())).await {
-            Ok(()) => self.metrics.write("event"),
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &ns);
+        match api.create(&PostParams::default(), &ev).await {
+            Ok(_) => self.metrics.write("event"),
             Err(e) => warn!(error = %e, "could not publish an Event"),
         }
     }
@@ -309,6 +371,8 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // Deciding from a half-filled store would remove injections that are still wanted.
+    ctx.stores.wait_until_ready().await;
     let owned = ownership::kotel_shape(d.metadata.managed_fields.as_deref().unwrap_or_default());
 
     let inputs = match dereference(d, &ctx.stores) {
@@ -443,6 +507,7 @@ async fn reconcile_instrumentation(
     let Ok(inst) = &obj.0 else {
         return Ok(Action::await_change());
     };
+    ctx.stores.wait_until_ready().await;
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let deployments = ctx.stores.deployments.state();
@@ -484,6 +549,7 @@ async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Con
     let Ok(col) = &obj.0 else {
         return Ok(Action::await_change());
     };
+    ctx.stores.wait_until_ready().await;
     let ns = col.namespace().unwrap_or_default();
     let name = col.name_any();
     let previous = col.status.clone().unwrap_or_default();
@@ -551,16 +617,8 @@ async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Con
         .find(|c| c.type_ == "ConfigValid")
         .map(|c| c.status == "True");
     if let (Err(e), Some(true) | None) = (&validity, was_valid) {
-        let ev = Event {
-            type_: EventType::Warning,
-            reason: "InvalidConfig".into(),
-            note: Some(e.to_string()),
-            action: "Validate".into(),
-            secondary: None,
-        };
-        if ctx.recorder.publish(&ev, &col.object_ref(&())).await.is_ok() {
-            ctx.metrics.write("event");
-        }
+        ctx.publish(col.object_ref(&()), EventType::Warning, "InvalidConfig", "Validate", e.to_string())
+            .await;
     }
     let api: Api<Collector> = Api::namespaced(ctx.client.clone(), &ns);
     let body = json!({
@@ -650,10 +708,19 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
 
+    let (ready_tx, ready_rx) = watch::channel([false; 4]);
+    let ready_tx = Arc::new(ready_tx);
+    let (dep_store, dep_writer) = reflector::store::<Deployment>();
+    let dep_stream = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(dep_writer)
+        .inspect(mark_ready(ready_tx.clone(), 0))
+        .touched_objects();
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let ns_stream = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(ns_writer)
+        .inspect(mark_ready(ready_tx.clone(), 1))
         .touched_objects();
     let (inst_store, inst_writer) = reflector::store::<DeserializeGuard<Instrumentation>>();
     let inst_stream = watcher(
@@ -662,30 +729,27 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(inst_writer)
+    .inspect(mark_ready(ready_tx.clone(), 2))
     .touched_objects();
     let (col_store, col_writer) = reflector::store::<DeserializeGuard<Collector>>();
     let col_stream = watcher(Api::<DeserializeGuard<Collector>>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(col_writer)
+        .inspect(mark_ready(ready_tx.clone(), 3))
         .touched_objects();
 
-    let deployments = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default().any_semantic());
+    let deployments = Controller::for_stream(dep_stream, dep_store.clone());
     let stores = Stores {
-        deployments: deployments.store(),
+        deployments: dep_store,
         namespaces: ns_store.clone(),
         instrumentations: inst_store.clone(),
         collectors: col_store.clone(),
+        ready: ready_rx,
     };
     let (tx, rx) = mpsc::unbounded::<()>();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "kotel".into(),
-                instance: Some(recorder_instance),
-            },
-        ),
+        instance: recorder_instance,
         metrics,
         stores: stores.clone(),
         reported: Mutex::default(),
@@ -744,17 +808,18 @@ pub async fn run(
     let ready = {
         let stores = stores.clone();
         async move {
-            let _ = stores.deployments.wait_until_ready().await;
-            let _ = stores.namespaces.wait_until_ready().await;
-            let _ = stores.instrumentations.wait_until_ready().await;
-            let _ = stores.collectors.wait_until_ready().await;
+            stores.wait_until_ready().await;
             synced.store(true, std::sync::atomic::Ordering::SeqCst);
             info!("caches synced");
         }
     };
     let _ = Span::current();
     tokio::select! {
-        _ = async { tokio::join!(deployment_controller, instrumentation_status, collector_status, ready) } => {}
+        _ = async { tokio::join!(
+            deployment_controller.inspect(|_| info!("deployment controller stopped")),
+            instrumentation_status.inspect(|_| info!("instrumentation status stopped")),
+            collector_status.inspect(|_| info!("collector status stopped")),
+            ready) } => {}
         _ = fanout => {}
     }
     Ok(())

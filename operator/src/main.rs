@@ -30,19 +30,19 @@ enum Command {
 #[derive(clap::Args, Clone)]
 struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, env = "KOTEL_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, global = true, env = "KOTEL_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
     /// Log format.
-    #[arg(long, env = "KOTEL_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(long, global = true, env = "KOTEL_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: telemetry::LogFormat,
     /// Namespace of the leader-election Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    #[arg(long, global = true, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// This replica's identity in the Lease (the pod name in a cluster).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, global = true, env = "POD_NAME")]
     identity: Option<String>,
     /// Compete for the Lease before reconciling; disable only when exactly one replica runs.
-    #[arg(long, env = "KOTEL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, global = true, env = "KOTEL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
 }
 

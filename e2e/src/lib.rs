@@ -1,0 +1,293 @@
+//! Harness for kotel's end-to-end tests: a client for the cluster named by KUBECONFIG, a fresh
+//! namespace per test, and the operator as a real process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{EnvVar, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A client for the cluster named by KUBECONFIG; fails clearly when there is none.
+pub async fn client() -> anyhow::Result<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        bail!("KUBECONFIG is not set: run the e2e suite with `make test` (which starts a local control plane) or point KUBECONFIG at a cluster");
+    }
+    Ok(Client::try_default().await?)
+}
+
+/// Installs kotel's CRDs from `crds/` and waits until they are established.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(repo_root().join("crds/kotel.dev.yaml"))?;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in text.split("\n---\n") {
+        let crd: CustomResourceDefinition = serde_norway::from_str(doc)?;
+        let name = crd.name_any();
+        api.patch(&name, &PatchParams::apply("kotel-e2e").force(), &Patch::Apply(&crd))
+            .await?;
+        kube::runtime::wait::await_condition(api.clone(), &name, kube::runtime::conditions::is_crd_established())
+            .await?;
+    }
+    Ok(())
+}
+
+/// A namespace of one test, deleted by `cleanup`.
+pub struct TestNamespace {
+    /// Its name.
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `kotel-e2e-<prefix>-<random>` with the given annotations.
+    pub async fn create(client: &Client, prefix: &str, annotations: Value) -> anyhow::Result<Self> {
+        let suffix = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() & 0xffffff);
+        let name = format!("e2e-{prefix}-{suffix}");
+        let ns: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "annotations": annotations}
+        }))?;
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        // Pods need the namespace's default ServiceAccount (made by the controller-manager).
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        let _ = wait_for("default ServiceAccount", Duration::from_secs(30), || async {
+            Ok(sa.get_opt("default").await?.is_some())
+        })
+        .await;
+        Ok(TestNamespace { name, client: client.clone() })
+    }
+
+    /// Creates any namespaced object of this namespace from JSON.
+    pub async fn apply(&self, obj: Value) -> anyhow::Result<()> {
+        apply_json(&self.client, &self.name, obj, "kotel-e2e-user").await
+    }
+
+    /// Deletes the namespace.
+    pub async fn cleanup(self) {
+        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// Applies a namespaced object (any kind) by server-side apply with `manager`.
+pub async fn apply_json(client: &Client, ns: &str, mut obj: Value, manager: &str) -> anyhow::Result<()> {
+    obj["metadata"]["namespace"] = json!(ns);
+    let tm: kube::core::TypeMeta = serde_json::from_value(obj.clone())?;
+    let name = obj["metadata"]["name"].as_str().context("metadata.name")?.to_string();
+    let gvk = kube::core::GroupVersionKind::try_from(&tm)?;
+    let (ar, _caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    api.patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&obj)).await?;
+    Ok(())
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Deployment whose single container `app` sets `env` itself.
+pub fn deployment(name: &str, annotations: Value, env: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "example.com/shop/app:1.4.2", "env": env}]}
+            }
+        }
+    })
+}
+
+/// The env of container `container` in the Deployment's pod template.
+pub fn template_env(d: &Deployment, container: &str) -> Vec<EnvVar> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+}
+
+/// The value of env var `name`, if set as a literal.
+pub fn env_value<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a str> {
+    env.iter().find(|e| e.name == name).and_then(|e| e.value.as_deref())
+}
+
+/// The pod template's `kotel.dev/config-hash`.
+pub fn template_hash(d: &Deployment) -> Option<String> {
+    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get("kotel.dev/config-hash").cloned()
+}
+
+/// The ReplicaSets of a Deployment, newest revision first.
+pub async fn replicasets(client: &Client, ns: &str, deployment: &str) -> anyhow::Result<Vec<ReplicaSet>> {
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let mut list: Vec<ReplicaSet> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|rs| rs.owner_references().iter().any(|o| o.kind == "Deployment" && o.name == deployment))
+        .collect();
+    let rev = |rs: &ReplicaSet| {
+        rs.annotations().get("deployment.kubernetes.io/revision").and_then(|r| r.parse::<u64>().ok()).unwrap_or(0)
+    };
+    list.sort_by_key(|rs| std::cmp::Reverse(rev(rs)));
+    Ok(list)
+}
+
+/// Events (events.k8s.io/v1) about one object, by reason.
+pub async fn event_reasons(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+/// The operator, running as a process against KUBECONFIG.
+pub struct Operator {
+    child: Child,
+    /// Its HTTP address.
+    pub addr: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+impl Operator {
+    /// Starts `kotel-operator` (KOTEL_OPERATOR_BIN, else target/debug/kotel-operator) and waits
+    /// until it is ready (caches synced, leader).
+    pub async fn start() -> anyhow::Result<Self> {
+        let bin = std::env::var_os("KOTEL_OPERATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target/debug/kotel-operator"));
+        if !bin.exists() {
+            bail!("{} does not exist: build it with `cargo build -p kotel-operator` or set KOTEL_OPERATOR_BIN", bin.display());
+        }
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("kotel-operator-{port}.log"));
+        let child = Command::new(&bin)
+            .args(["run", "--http-addr", &addr, "--lease-namespace", "default"])
+            .env("POD_NAME", format!("e2e-{port}"))
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut op = Operator { child, addr, log };
+        let url = format!("http://{}/readyz", op.addr);
+        let start = Instant::now();
+        let ready = loop {
+            if let Some(status) = op.child.try_wait()? {
+                break Err(anyhow::anyhow!("the operator exited during start-up with {status}"));
+            }
+            if http_get(&url).await.is_ok_and(|(code, _)| code == 200) {
+                break Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                break Err(anyhow::anyhow!("the operator was not ready within 60s"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ready
+        .with_context(|| format!("operator log: {}", std::fs::read_to_string(&op.log).unwrap_or_default()))?;
+        Ok(op)
+    }
+
+    /// The value of an unlabelled or summed metric from /metrics.
+    pub async fn metric_sum(&self, name: &str) -> anyhow::Result<f64> {
+        let (_, body) = http_get(&format!("http://{}/metrics", self.addr)).await?;
+        Ok(body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split([' ', '{']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Stops it with SIGTERM and waits for it to exit.
+    pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                bail!("operator did not stop within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP GET over loopback (status, body).
+pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("status line")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// Runs kubectl (KOTEL_KUBECTL, else `kubectl` on PATH) and returns stdout.
+pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
+    let bin = std::env::var("KOTEL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let out = Command::new(&bin).args(args).output().with_context(|| format!("running {bin}"))?;
+    if !out.status.success() {
+        bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
