@@ -21,7 +21,9 @@ pub fn repo_root() -> PathBuf {
 /// A client for the cluster named by KUBECONFIG; fails clearly when there is none.
 pub async fn client() -> anyhow::Result<Client> {
     if std::env::var_os("KUBECONFIG").is_none() {
-        bail!("KUBECONFIG is not set: run the e2e suite with `make test` (which starts a local control plane) or point KUBECONFIG at a cluster");
+        bail!(
+            "KUBECONFIG is not set: run the e2e suite with `make test` (which starts a local control plane) or point KUBECONFIG at a cluster"
+        );
     }
     Ok(Client::try_default().await?)
 }
@@ -33,10 +35,18 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     for doc in text.split("\n---\n") {
         let crd: CustomResourceDefinition = serde_norway::from_str(doc)?;
         let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply("kotel-e2e").force(), &Patch::Apply(&crd))
-            .await?;
-        kube::runtime::wait::await_condition(api.clone(), &name, kube::runtime::conditions::is_crd_established())
-            .await?;
+        api.patch(
+            &name,
+            &PatchParams::apply("kotel-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+        kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::conditions::is_crd_established(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -51,20 +61,34 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates `kotel-e2e-<prefix>-<random>` with the given annotations.
     pub async fn create(client: &Client, prefix: &str, annotations: Value) -> anyhow::Result<Self> {
-        let suffix = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() & 0xffffff);
+        let suffix = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_nanos()
+                & 0xffffff
+        );
         let name = format!("e2e-{prefix}-{suffix}");
         let ns: Namespace = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "annotations": annotations}
         }))?;
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
         // Pods need the namespace's default ServiceAccount (made by the controller-manager).
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
-        let _ = wait_for("default ServiceAccount", Duration::from_secs(30), || async {
-            Ok(sa.get_opt("default").await?.is_some())
-        })
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        let _ = wait_for(
+            "default ServiceAccount",
+            Duration::from_secs(30),
+            || async { Ok(sa.get_opt("default").await?.is_some()) },
+        )
         .await;
-        Ok(TestNamespace { name, client: client.clone() })
+        Ok(TestNamespace {
+            name,
+            client: client.clone(),
+        })
     }
 
     /// Creates any namespaced object of this namespace from JSON.
@@ -74,19 +98,34 @@ impl TestNamespace {
 
     /// Deletes the namespace.
     pub async fn cleanup(self) {
-        let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::default()).await;
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::default())
+            .await;
     }
 }
 
 /// Applies a namespaced object (any kind) by server-side apply with `manager`.
-pub async fn apply_json(client: &Client, ns: &str, mut obj: Value, manager: &str) -> anyhow::Result<()> {
+pub async fn apply_json(
+    client: &Client,
+    ns: &str,
+    mut obj: Value,
+    manager: &str,
+) -> anyhow::Result<()> {
     obj["metadata"]["namespace"] = json!(ns);
     let tm: kube::core::TypeMeta = serde_json::from_value(obj.clone())?;
-    let name = obj["metadata"]["name"].as_str().context("metadata.name")?.to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .context("metadata.name")?
+        .to_string();
     let gvk = kube::core::GroupVersionKind::try_from(&tm)?;
     let (ar, _caps) = kube::discovery::pinned_kind(client, &gvk).await?;
     let api: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    api.patch(&name, &PatchParams::apply(manager).force(), &Patch::Apply(&obj)).await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
     Ok(())
 }
 
@@ -139,33 +178,58 @@ pub fn template_env(d: &Deployment, container: &str) -> Vec<EnvVar> {
 
 /// The value of env var `name`, if set as a literal.
 pub fn env_value<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a str> {
-    env.iter().find(|e| e.name == name).and_then(|e| e.value.as_deref())
+    env.iter()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
 }
 
 /// The pod template's `kotel.dev/config-hash`.
 pub fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get("kotel.dev/config-hash").cloned()
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get("kotel.dev/config-hash")
+        .cloned()
 }
 
 /// The ReplicaSets of a Deployment, newest revision first.
-pub async fn replicasets(client: &Client, ns: &str, deployment: &str) -> anyhow::Result<Vec<ReplicaSet>> {
+pub async fn replicasets(
+    client: &Client,
+    ns: &str,
+    deployment: &str,
+) -> anyhow::Result<Vec<ReplicaSet>> {
     let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     let mut list: Vec<ReplicaSet> = api
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
-        .filter(|rs| rs.owner_references().iter().any(|o| o.kind == "Deployment" && o.name == deployment))
+        .filter(|rs| {
+            rs.owner_references()
+                .iter()
+                .any(|o| o.kind == "Deployment" && o.name == deployment)
+        })
         .collect();
     let rev = |rs: &ReplicaSet| {
-        rs.annotations().get("deployment.kubernetes.io/revision").and_then(|r| r.parse::<u64>().ok()).unwrap_or(0)
+        rs.annotations()
+            .get("deployment.kubernetes.io/revision")
+            .and_then(|r| r.parse::<u64>().ok())
+            .unwrap_or(0)
     };
     list.sort_by_key(|rs| std::cmp::Reverse(rev(rs)));
     Ok(list)
 }
 
 /// Events (events.k8s.io/v1) about one object, by reason.
-pub async fn event_reasons(client: &Client, ns: &str, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub async fn event_reasons(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     Ok(api
         .list(&ListParams::default())
@@ -187,24 +251,54 @@ pub struct Operator {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl Operator {
     /// Starts `kotel-operator` (KOTEL_OPERATOR_BIN, else target/debug/kotel-operator) and waits
     /// until it is ready (caches synced, leader).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(None, "default").await
+    }
+
+    /// Starts it with another kubeconfig (e.g. one that impersonates the chart's
+    /// ServiceAccount) and its Lease in `lease_namespace`.
+    pub async fn start_with(
+        kubeconfig: Option<&std::path::Path>,
+        lease_namespace: &str,
+    ) -> anyhow::Result<Self> {
         let bin = std::env::var_os("KOTEL_OPERATOR_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join("target/debug/kotel-operator"));
+            .unwrap_or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| repo_root().join("target"))
+                    .join("debug/kotel-operator")
+            });
         if !bin.exists() {
-            bail!("{} does not exist: build it with `cargo build -p kotel-operator` or set KOTEL_OPERATOR_BIN", bin.display());
+            bail!(
+                "{} does not exist: build it with `cargo build -p kotel-operator` or set KOTEL_OPERATOR_BIN",
+                bin.display()
+            );
         }
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("kotel-operator-{port}.log"));
-        let child = Command::new(&bin)
-            .args(["run", "--http-addr", &addr, "--lease-namespace", "default"])
+        let mut cmd = Command::new(&bin);
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let child = cmd
+            .args([
+                "run",
+                "--http-addr",
+                &addr,
+                "--lease-namespace",
+                lease_namespace,
+            ])
             .env("POD_NAME", format!("e2e-{port}"))
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(std::fs::File::create(&log)?)
@@ -216,7 +310,9 @@ impl Operator {
         let start = Instant::now();
         let ready = loop {
             if let Some(status) = op.child.try_wait()? {
-                break Err(anyhow::anyhow!("the operator exited during start-up with {status}"));
+                break Err(anyhow::anyhow!(
+                    "the operator exited during start-up with {status}"
+                ));
             }
             if http_get(&url).await.is_ok_and(|(code, _)| code == 200) {
                 break Ok(());
@@ -226,8 +322,12 @@ impl Operator {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        ready
-        .with_context(|| format!("operator log: {}", std::fs::read_to_string(&op.log).unwrap_or_default()))?;
+        ready.with_context(|| {
+            format!(
+                "operator log: {}",
+                std::fs::read_to_string(&op.log).unwrap_or_default()
+            )
+        })?;
         Ok(op)
     }
 
@@ -271,23 +371,72 @@ impl Drop for Operator {
 pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").context("http:// URL")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("status line")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
 /// Runs kubectl (KOTEL_KUBECTL, else `kubectl` on PATH) and returns stdout.
 pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
     let bin = std::env::var("KOTEL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
-    let out = Command::new(&bin).args(args).output().with_context(|| format!("running {bin}"))?;
+    let out = Command::new(&bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {bin}"))?;
     if !out.status.success() {
-        bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs helm (KOTEL_HELM, else `helm` on PATH) and returns stdout.
+pub fn helm(args: &[&str]) -> anyhow::Result<String> {
+    let bin = std::env::var("KOTEL_HELM").unwrap_or_else(|_| "helm".into());
+    let out = Command::new(&bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {bin}"))?;
+    if !out.status.success() {
+        bail!(
+            "helm {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A copy of the current kubeconfig whose user impersonates `user`, written to `path`.
+pub fn impersonating_kubeconfig(user: &str, path: &std::path::Path) -> anyhow::Result<()> {
+    let src = std::env::var("KUBECONFIG").context("KUBECONFIG")?;
+    let text = std::fs::read_to_string(src.split(':').next().unwrap_or(&src))?;
+    let mut cfg: Value = serde_norway::from_str(&text)?;
+    for u in cfg["users"].as_array_mut().context("users")? {
+        u["user"]["as"] = json!(user);
+    }
+    std::fs::write(path, serde_norway::to_string(&cfg)?)?;
+    Ok(())
 }

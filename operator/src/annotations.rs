@@ -208,7 +208,9 @@ pub fn resolve(sources: &Sources<'_>, own_namespace: &str) -> Result<Resolved, A
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PickError {
     /// `true` but there is none.
-    #[error("{annotation}=true but there is no {kind} in namespace {namespace}; create one or name it in the annotation")]
+    #[error(
+        "{annotation}=true but there is no {kind} in namespace {namespace}; create one or name it in the annotation"
+    )]
     NoneFound {
         /// The annotation.
         annotation: &'static str,
@@ -218,7 +220,9 @@ pub enum PickError {
         namespace: String,
     },
     /// `true` but there are several.
-    #[error("{annotation}=true is ambiguous: namespace {namespace} has {count} {kind}s ({names}); name one in the annotation")]
+    #[error(
+        "{annotation}=true is ambiguous: namespace {namespace} has {count} {kind}s ({names}); name one in the annotation"
+    )]
     Ambiguous {
         /// The annotation.
         annotation: &'static str,
@@ -288,7 +292,13 @@ pub fn pick_sidecar(
                 namespace: own_namespace.to_string(),
                 name: name.clone(),
             }),
-        SidecarRef::Only => only_one(SIDECAR, "sidecar-mode Collector", own_namespace, sidecar_collectors).map(Some),
+        SidecarRef::Only => only_one(
+            SIDECAR,
+            "sidecar-mode Collector",
+            own_namespace,
+            sidecar_collectors,
+        )
+        .map(Some),
     }
 }
 
@@ -480,7 +490,10 @@ mod tests {
             pick_instrumentation(&missing, "a", &e).unwrap_err(),
             PickError::NotFound { .. }
         ));
-        assert_eq!(pick_instrumentation(&InjectRef::Off, "a", &e).unwrap(), None);
+        assert_eq!(
+            pick_instrumentation(&InjectRef::Off, "a", &e).unwrap(),
+            None
+        );
         assert_eq!(
             pick_sidecar(&SidecarRef::Named("x".into()), "b", &e).unwrap(),
             Some(("b".into(), "x".into()))

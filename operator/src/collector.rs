@@ -15,6 +15,8 @@ pub const DEFAULT_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.140.0";
 
 /// The desired collector: how it runs and its configuration.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+// kube-derive takes one `printcolumn(...)` per column, which clippy reads as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "kotel.dev",
     version = "v1alpha1",
@@ -31,7 +33,11 @@ pub const DEFAULT_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.140.0";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CollectorSpec {
@@ -152,13 +158,17 @@ pub enum ConfigError {
     #[error("spec.config.{0} must be a mapping of component ids")]
     SectionNotAMapping(String),
     /// `service.pipelines` is missing or empty.
-    #[error("spec.config.service.pipelines is missing or empty: define at least one pipeline, e.g. traces: {{receivers: [otlp], exporters: [debug]}}")]
+    #[error(
+        "spec.config.service.pipelines is missing or empty: define at least one pipeline, e.g. traces: {{receivers: [otlp], exporters: [debug]}}"
+    )]
     NoPipelines,
     /// A pipeline has a bad name or shape.
     #[error("spec.config.service.pipelines.{0}: {1}")]
     BadPipeline(String, String),
     /// A pipeline or the service names a component that is not defined.
-    #[error("spec.config.service.{at} names {kind} '{id}', which is not defined under spec.config.{section}; define it there or remove it from the list")]
+    #[error(
+        "spec.config.service.{at} names {kind} '{id}', which is not defined under spec.config.{section}; define it there or remove it from the list"
+    )]
     Undefined {
         /// Where the reference is.
         at: String,
@@ -577,7 +587,11 @@ mod tests {
             vec![
                 ("jaeger-grpc".into(), 14250, "TCP".into()),
                 ("jaeger-compact".into(), 6831, "UDP".into()),
-                ("otlp-only-http-".trim_end_matches('-').into(), 4318, "TCP".into()),
+                (
+                    "otlp-only-http-".trim_end_matches('-').into(),
+                    4318,
+                    "TCP".into()
+                ),
                 ("zipkin-very-lon".into(), 9411, "TCP".into()),
             ]
         );

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use tokio::sync::watch;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::api::{Api, Patch, PatchParams};
@@ -23,6 +22,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::watch;
 use tracing::{Instrument, Span, field, info, warn};
 
 use crate::annotations::{self, InjectRef, PickError, Resolved, SidecarRef, Sources};
@@ -125,7 +125,10 @@ fn namespace_annotations(stores: &Stores, ns: &str) -> Option<Arc<Namespace>> {
     stores.namespaces.get(&ObjectRef::new(ns))
 }
 
-fn resolve_deployment(d: &Deployment, ns_obj: Option<&Namespace>) -> Result<Resolved, annotations::AnnotationError> {
+fn resolve_deployment(
+    d: &Deployment,
+    ns_obj: Option<&Namespace>,
+) -> Result<Resolved, annotations::AnnotationError> {
     let ns = d.namespace().unwrap_or_default();
     let template_meta = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
     let sources = Sources {
@@ -136,18 +139,28 @@ fn resolve_deployment(d: &Deployment, ns_obj: Option<&Namespace>) -> Result<Reso
     annotations::resolve(&sources, &ns)
 }
 
-fn names_of<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, keep: impl Fn(&K) -> bool) -> Vec<(String, String)> {
+fn names_of<K: Resource<DynamicType = ()> + Clone>(
+    store: &Store<K>,
+    keep: impl Fn(&K) -> bool,
+) -> Vec<(String, String)> {
     store
         .state()
         .iter()
         .filter(|o| keep(o))
-        .map(|o| (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default()))
+        .map(|o| {
+            (
+                o.meta().namespace.clone().unwrap_or_default(),
+                o.meta().name.clone().unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
 fn is_sidecar_collector(c: &DeserializeGuard<Collector>) -> bool {
     // A malformed Collector still counts when picking, so that `true` is not silently re-pointed.
-    c.0.as_ref().map(|c| c.spec.mode == Mode::Sidecar).unwrap_or(true)
+    c.0.as_ref()
+        .map(|c| c.spec.mode == Mode::Sidecar)
+        .unwrap_or(true)
 }
 
 /// Dereferences a Deployment's annotations into the objects they name.
@@ -162,7 +175,11 @@ fn dereference(d: &Deployment, stores: &Stores) -> Result<Inputs, Problem> {
     let pick_problem = |e: PickError| -> Result<(), Problem> {
         match e {
             PickError::Ambiguous { annotation, .. } => Err(Problem {
-                reason: if annotation == annotations::INJECT { "AmbiguousInstrumentation" } else { "AmbiguousCollector" },
+                reason: if annotation == annotations::INJECT {
+                    "AmbiguousInstrumentation"
+                } else {
+                    "AmbiguousCollector"
+                },
                 message: e.to_string(),
             }),
             other => Err(Problem {
@@ -229,7 +246,10 @@ fn decide(d: &Deployment, inputs: &Inputs, owned: &ownership::Shape) -> Result<P
             Err(e) => {
                 return Err(Problem {
                     reason: "InvalidInstrumentation",
-                    message: format!("Instrumentation {name} is invalid, keeping what was injected before: {}", e.error),
+                    message: format!(
+                        "Instrumentation {name} is invalid, keeping what was injected before: {}",
+                        e.error
+                    ),
                 });
             }
         },
@@ -247,7 +267,10 @@ fn decide(d: &Deployment, inputs: &Inputs, owned: &ownership::Shape) -> Result<P
             Err(e) => {
                 return Err(Problem {
                     reason: "InvalidCollector",
-                    message: format!("Collector {name} is invalid, keeping the running sidecar: {}", e.error),
+                    message: format!(
+                        "Collector {name} is invalid, keeping the running sidecar: {}",
+                        e.error
+                    ),
                 });
             }
         },
@@ -273,7 +296,10 @@ fn decide(d: &Deployment, inputs: &Inputs, owned: &ownership::Shape) -> Result<P
     };
     let req = Request {
         instrumentation: inst,
-        sidecar: collector.as_ref().map(|(c, config)| SidecarSource { spec: &c.spec, config }),
+        sidecar: collector.as_ref().map(|(c, config)| SidecarSource {
+            spec: &c.spec,
+            config,
+        }),
         container_names: inputs.resolved.container_names.as_deref(),
         service_name: inputs.resolved.service_name.as_deref(),
     };
@@ -297,13 +323,24 @@ fn current_hash(d: &Deployment) -> Option<&str> {
 
 impl Context {
     async fn event(&self, d: &Deployment, type_: EventType, reason: &str, note: String) {
-        self.publish(d.object_ref(&()), type_, reason, "Reconcile", note).await;
+        self.publish(d.object_ref(&()), type_, reason, "Reconcile", note)
+            .await;
     }
 
     /// Creates one `events.k8s.io/v1` Event. Each call is its own Event (no series
     /// aggregation), so every change kotel makes is visible with its own message.
-    async fn publish(&self, regarding: ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
-        let ns = regarding.namespace.clone().unwrap_or_else(|| "default".into());
+    async fn publish(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ns = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let now = k8s_openapi::jiff::Timestamp::now();
         let ev = KubeEvent {
             metadata: ObjectMeta {
@@ -340,16 +377,25 @@ impl Context {
     async fn report(&self, d: &Deployment, p: &Problem) {
         let key = ObjectRef::from_obj(d);
         let text = format!("{}: {}", p.reason, p.message);
-        let new = self.reported.lock().expect("lock").insert(key, text.clone()) != Some(text);
+        let new = self
+            .reported
+            .lock()
+            .expect("lock")
+            .insert(key, text.clone())
+            != Some(text);
         if new {
             warn!(deployment = %d.name_any(), reason = p.reason, "{}", p.message);
-            self.event(d, EventType::Warning, p.reason, p.message.clone()).await;
+            self.event(d, EventType::Warning, p.reason, p.message.clone())
+                .await;
         }
         self.metrics.error(p.reason);
     }
 
     fn clear_report(&self, d: &Deployment) {
-        self.reported.lock().expect("lock").remove(&ObjectRef::from_obj(d));
+        self.reported
+            .lock()
+            .expect("lock")
+            .remove(&ObjectRef::from_obj(d));
     }
 }
 
@@ -362,7 +408,10 @@ async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<A
     let res = reconcile_inner(&d, &ctx).instrument(span).await;
     ctx.metrics.observe(start.elapsed());
     if res.is_ok() {
-        ctx.failures.lock().expect("lock").remove(&key_of(d.as_ref()));
+        ctx.failures
+            .lock()
+            .expect("lock")
+            .remove(&key_of(d.as_ref()));
     }
     res
 }
@@ -408,20 +457,38 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
     let name = d.name_any();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let body = plan.intent.apply_body(&ns, &name);
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     ctx.metrics.write("deployment");
     let _ = ctx.status_trigger.unbounded_send(());
 
     match (&plan.intent.hash, &inputs.instrumentation) {
         (None, _) => {
             info!("removed kotel's injection");
-            ctx.event(d, EventType::Normal, "Removed", "removed everything kotel had injected".into()).await;
+            ctx.event(
+                d,
+                EventType::Normal,
+                "Removed",
+                "removed everything kotel had injected".into(),
+            )
+            .await;
         }
         (Some(hash), inst) => {
-            let containers: Vec<&str> = plan.intent.containers.iter().map(|(c, _)| c.as_str()).collect();
+            let containers: Vec<&str> = plan
+                .intent
+                .containers
+                .iter()
+                .map(|(c, _)| c.as_str())
+                .collect();
             let mut msg = match inst {
-                Some((name, _)) => format!("injected Instrumentation {name} into containers [{}]", containers.join(", ")),
+                Some((name, _)) => format!(
+                    "injected Instrumentation {name} into containers [{}]",
+                    containers.join(", ")
+                ),
                 None => "injected no SDK env".to_string(),
             };
             if let Some((c, _)) = &inputs.collector {
@@ -433,12 +500,19 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
         }
     }
     if !plan.kept_user_vars.is_empty() {
-        let list: Vec<String> = plan.kept_user_vars.iter().map(|(c, v)| format!("{c}/{v}")).collect();
+        let list: Vec<String> = plan
+            .kept_user_vars
+            .iter()
+            .map(|(c, v)| format!("{c}/{v}"))
+            .collect();
         ctx.event(
             d,
             EventType::Normal,
             "UserVariableKept",
-            format!("kept the workload's own value of {}; kotel did not set these", list.join(", ")),
+            format!(
+                "kept the workload's own value of {}; kotel did not set these",
+                list.join(", ")
+            ),
         )
         .await;
     }
@@ -459,7 +533,11 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
 }
 
 fn key_of<K: Resource>(o: &K) -> String {
-    format!("{}/{}", o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+    format!(
+        "{}/{}",
+        o.meta().namespace.clone().unwrap_or_default(),
+        o.meta().name.clone().unwrap_or_default()
+    )
 }
 
 fn backoff<K: Resource>(o: &K, ctx: &Context) -> Action {
@@ -483,7 +561,9 @@ fn injected_from(d: &Deployment, stores: &Stores) -> Option<(String, String)> {
     let nso = namespace_annotations(stores, &ns);
     let r = resolve_deployment(d, nso.as_deref()).ok()?;
     let existing = names_of(&stores.instrumentations, |_| true);
-    annotations::pick_instrumentation(&r.inject, &ns, &existing).ok().flatten()
+    annotations::pick_instrumentation(&r.inject, &ns, &existing)
+        .ok()
+        .flatten()
 }
 
 /// Which sidecar Collector a Deployment carries now, if any.
@@ -493,7 +573,9 @@ fn sidecar_from(d: &Deployment, stores: &Stores) -> Option<(String, String)> {
     let nso = namespace_annotations(stores, &ns);
     let r = resolve_deployment(d, nso.as_deref()).ok()?;
     let existing = names_of(&stores.collectors, is_sidecar_collector);
-    annotations::pick_sidecar(&r.sidecar, &ns, &existing).ok().flatten()
+    annotations::pick_sidecar(&r.sidecar, &ns, &existing)
+        .ok()
+        .flatten()
 }
 
 fn now() -> Time {
@@ -515,9 +597,12 @@ async fn reconcile_instrumentation(
         .iter()
         .filter(|d| injected_from(d, &ctx.stores) == Some((ns.clone(), name.clone())))
         .count() as i32;
-    ctx.metrics
-        .injected
-        .set(deployments.iter().filter(|d| current_hash(d).is_some()).count() as i64);
+    ctx.metrics.injected.set(
+        deployments
+            .iter()
+            .filter(|d| current_hash(d).is_some())
+            .count() as i64,
+    );
     let previous = inst.status.clone().unwrap_or_default();
     let generation = inst.metadata.generation;
     let want = Want {
@@ -526,7 +611,12 @@ async fn reconcile_instrumentation(
         reason: "Accepted",
         message: format!("injected into {workloads} Deployment(s)"),
     };
-    let conditions = vec![status::condition(&want, generation, &previous.conditions, now())];
+    let conditions = vec![status::condition(
+        &want,
+        generation,
+        &previous.conditions,
+        now(),
+    )];
     if previous.observed_generation == generation
         && previous.workloads == workloads
         && status::same_conditions(&previous.conditions, &conditions)
@@ -539,13 +629,20 @@ async fn reconcile_instrumentation(
         "kind": "Instrumentation",
         "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads}
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     ctx.metrics.write("status");
     Ok(Action::await_change())
 }
 
-async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_collector(
+    obj: Arc<DeserializeGuard<Collector>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let Ok(col) = &obj.0 else {
         return Ok(Action::await_change());
     };
@@ -574,7 +671,8 @@ async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Con
             type_: "Ready",
             ok: false,
             reason: "InvalidConfig",
-            message: "fix spec.config; running collectors keep their last good configuration".into(),
+            message: "fix spec.config; running collectors keep their last good configuration"
+                .into(),
         },
         (Mode::Sidecar, Ok(_)) => Want {
             type_: "Ready",
@@ -586,7 +684,9 @@ async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Con
             type_: "Ready",
             ok: false,
             reason: "ModeNotSupported",
-            message: format!("mode {mode:?} is not run by this kotel version yet; use mode sidecar"),
+            message: format!(
+                "mode {mode:?} is not run by this kotel version yet; use mode sidecar"
+            ),
         },
     };
     let workloads = if col.spec.mode == Mode::Sidecar {
@@ -617,8 +717,14 @@ async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Con
         .find(|c| c.type_ == "ConfigValid")
         .map(|c| c.status == "True");
     if let (Err(e), Some(true) | None) = (&validity, was_valid) {
-        ctx.publish(col.object_ref(&()), EventType::Warning, "InvalidConfig", "Validate", e.to_string())
-            .await;
+        ctx.publish(
+            col.object_ref(&()),
+            EventType::Warning,
+            "InvalidConfig",
+            "Validate",
+            e.to_string(),
+        )
+        .await;
     }
     let api: Api<Collector> = Api::namespaced(ctx.client.clone(), &ns);
     let body = json!({
@@ -626,8 +732,12 @@ async fn reconcile_collector(obj: Arc<DeserializeGuard<Collector>>, ctx: Arc<Con
         "kind": "Collector",
         "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "image": image}
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
     ctx.metrics.write("status");
     Ok(Action::await_change())
 }
@@ -639,7 +749,11 @@ fn status_error_policy<K: Resource>(o: Arc<K>, err: &Error, ctx: Arc<Context>) -
 }
 
 /// Deployments whose annotations may resolve to the Instrumentation `(ns, name)`.
-fn deployments_using_instrumentation(stores: &Stores, ns: &str, name: &str) -> Vec<ObjectRef<Deployment>> {
+fn deployments_using_instrumentation(
+    stores: &Stores,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<Deployment>> {
     stores
         .deployments
         .state()
@@ -662,7 +776,11 @@ fn deployments_using_instrumentation(stores: &Stores, ns: &str, name: &str) -> V
 }
 
 /// Deployments whose annotations may resolve to the Collector `(ns, name)`.
-fn deployments_using_collector(stores: &Stores, ns: &str, name: &str) -> Vec<ObjectRef<Deployment>> {
+fn deployments_using_collector(
+    stores: &Stores,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<Deployment>> {
     stores
         .deployments
         .state()
@@ -691,8 +809,12 @@ pub async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for name in ["instrumentations.kotel.dev", "collectors.kotel.dev"] {
         info!(crd = name, "waiting for the CRD to be established");
-        kube::runtime::wait::await_condition(api.clone(), name, kube::runtime::conditions::is_crd_established())
-            .await?;
+        kube::runtime::wait::await_condition(
+            api.clone(),
+            name,
+            kube::runtime::conditions::is_crd_established(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -711,17 +833,23 @@ pub async fn run(
     let (ready_tx, ready_rx) = watch::channel([false; 4]);
     let ready_tx = Arc::new(ready_tx);
     let (dep_store, dep_writer) = reflector::store::<Deployment>();
-    let dep_stream = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(dep_writer)
-        .inspect(mark_ready(ready_tx.clone(), 0))
-        .touched_objects();
+    let dep_stream = watcher(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .reflect(dep_writer)
+    .inspect(mark_ready(ready_tx.clone(), 0))
+    .touched_objects();
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
-    let ns_stream = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(ns_writer)
-        .inspect(mark_ready(ready_tx.clone(), 1))
-        .touched_objects();
+    let ns_stream = watcher(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ns_writer)
+    .inspect(mark_ready(ready_tx.clone(), 1))
+    .touched_objects();
     let (inst_store, inst_writer) = reflector::store::<DeserializeGuard<Instrumentation>>();
     let inst_stream = watcher(
         Api::<DeserializeGuard<Instrumentation>>::all(client.clone()),
@@ -732,11 +860,14 @@ pub async fn run(
     .inspect(mark_ready(ready_tx.clone(), 2))
     .touched_objects();
     let (col_store, col_writer) = reflector::store::<DeserializeGuard<Collector>>();
-    let col_stream = watcher(Api::<DeserializeGuard<Collector>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(col_writer)
-        .inspect(mark_ready(ready_tx.clone(), 3))
-        .touched_objects();
+    let col_stream = watcher(
+        Api::<DeserializeGuard<Collector>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(col_writer)
+    .inspect(mark_ready(ready_tx.clone(), 3))
+    .touched_objects();
 
     let deployments = Controller::for_stream(dep_stream, dep_store.clone());
     let stores = Stores {
@@ -762,7 +893,11 @@ pub async fn run(
     let s3 = stores.clone();
     let deployment_controller = deployments
         .watches_stream(inst_stream, move |i: DeserializeGuard<Instrumentation>| {
-            deployments_using_instrumentation(&s1, &i.namespace().unwrap_or_default(), &i.name_any())
+            deployments_using_instrumentation(
+                &s1,
+                &i.namespace().unwrap_or_default(),
+                &i.name_any(),
+            )
         })
         .watches_stream(col_stream, move |c: DeserializeGuard<Collector>| {
             deployments_using_collector(&s2, &c.namespace().unwrap_or_default(), &c.name_any())
@@ -798,12 +933,15 @@ pub async fn run(
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_instrumentation, status_error_policy, ctx.clone())
     .for_each(|_| async {});
-    let collector_status = Controller::new(Api::<DeserializeGuard<Collector>>::all(client.clone()), watcher::Config::default())
-        .with_config(status_config)
-        .reconcile_all_on(col_rx)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_collector, status_error_policy, ctx.clone())
-        .for_each(|_| async {});
+    let collector_status = Controller::new(
+        Api::<DeserializeGuard<Collector>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(status_config)
+    .reconcile_all_on(col_rx)
+    .graceful_shutdown_on(shutdown.clone())
+    .run(reconcile_collector, status_error_policy, ctx.clone())
+    .for_each(|_| async {});
 
     let ready = {
         let stores = stores.clone();

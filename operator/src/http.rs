@@ -26,7 +26,10 @@ async fn metrics(AxumState(s): AxumState<State>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             out,
         ),
         Err(e) => (
@@ -86,7 +89,9 @@ mod tests {
             .await
             .unwrap();
         let code = resp.status();
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (code, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -95,11 +100,17 @@ mod tests {
         let s = state();
         let r = router(s.clone());
         assert_eq!(get_status(&r, "/healthz").await.0, StatusCode::OK);
-        assert_eq!(get_status(&r, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get_status(&r, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         s.synced.store(true, Ordering::SeqCst);
         assert_eq!(get_status(&r, "/readyz").await.0, StatusCode::OK);
         s.leader.store(false, Ordering::SeqCst);
-        assert_eq!(get_status(&r, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get_status(&r, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         let (code, body) = get_status(&r, "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains("kotel_reconciles_total"), "{body}");

@@ -84,7 +84,9 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     /// No endpoint and no sidecar to send to.
-    #[error("Instrumentation {0} has no spec.exporter.endpoint and the workload has no kotel sidecar: set spec.exporter.endpoint or annotate kotel.dev/sidecar")]
+    #[error(
+        "Instrumentation {0} has no spec.exporter.endpoint and the workload has no kotel sidecar: set spec.exporter.endpoint or annotate kotel.dev/sidecar"
+    )]
     MissingEndpoint(String),
 }
 
@@ -110,7 +112,9 @@ pub fn service_name(
 pub fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split_once(':').map(|(_, tag)| tag).filter(|t| !t.is_empty())
+    last.split_once(':')
+        .map(|(_, tag)| tag)
+        .filter(|t| !t.is_empty())
 }
 
 /// Percent-encodes the characters that would break `key=value,key=value` lists.
@@ -319,7 +323,9 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
             if c.name == sidecar::CONTAINER_NAME {
                 continue;
             }
-            if r.container_names.is_some_and(|names| !names.contains(&c.name)) {
+            if r.container_names
+                .is_some_and(|names| !names.contains(&c.name))
+            {
                 continue;
             }
             let users = user_vars(c, w.owned);
@@ -341,7 +347,10 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
         out.intent.sidecar = Some(sidecar::container(s.spec, s.config, &ports));
     }
     if !out.intent.containers.is_empty() || out.intent.sidecar.is_some() {
-        out.intent.hash = Some(config_hash(&out.intent.containers, out.intent.sidecar.as_ref()));
+        out.intent.hash = Some(config_hash(
+            &out.intent.containers,
+            out.intent.sidecar.as_ref(),
+        ));
     }
     Ok(out)
 }
@@ -478,18 +487,38 @@ mod tests {
             ]
         );
         assert_eq!(
-            env[0].value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+            env[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
             "metadata.name"
         );
         assert_eq!(
-            env[1].value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+            env[1]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
             "spec.nodeName"
         );
         assert_eq!(value(&env, "OTEL_SERVICE_NAME"), Some("cart-svc"));
-        assert_eq!(value(&env, "OTEL_PROPAGATORS"), Some("tracecontext,baggage"));
+        assert_eq!(
+            value(&env, "OTEL_PROPAGATORS"),
+            Some("tracecontext,baggage")
+        );
         assert_eq!(value(&env, "OTEL_TRACES_SAMPLER_ARG"), Some("0.5"));
         assert_eq!(value(&env, "OTEL_METRIC_EXPORT_INTERVAL"), Some("15000"));
-        assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("http/protobuf"));
+        assert_eq!(
+            value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            Some("http/protobuf")
+        );
         assert_eq!(
             value(&env, "OTEL_RESOURCE_ATTRIBUTES"),
             Some(
@@ -504,12 +533,25 @@ mod tests {
             "exporter": {"endpoint": "http://gw:4318"},
             "resourceAttributes": {"service.namespace": "team a", "deployment.environment": "prod,eu"}
         }));
-        let env = container_env(&spec, "shop", "cart", "s", &dest(), &container("app", "app:latest", &[]));
+        let env = container_env(
+            &spec,
+            "shop",
+            "cart",
+            "s",
+            &dest(),
+            &container("app", "app:latest", &[]),
+        );
         let attrs = value(&env, "OTEL_RESOURCE_ATTRIBUTES").unwrap();
         assert!(attrs.contains("service.namespace=team%20a"), "{attrs}");
         assert!(!attrs.contains("service.namespace=shop"), "{attrs}");
-        assert!(attrs.ends_with("deployment.environment=prod%2Ceu"), "{attrs}");
-        assert!(!attrs.contains("service.version"), "latest is no version: {attrs}");
+        assert!(
+            attrs.ends_with("deployment.environment=prod%2Ceu"),
+            "{attrs}"
+        );
+        assert!(
+            !attrs.contains("service.version"),
+            "latest is no version: {attrs}"
+        );
     }
 
     #[test]
@@ -556,9 +598,19 @@ mod tests {
             },
         );
         let env = container_env(&spec, "n", "d", "s", &dest(), &container("c", "img", &[]));
-        let holder = env.iter().find(|e| e.name == "KOTEL_OTLP_HEADER_0").unwrap();
+        let holder = env
+            .iter()
+            .find(|e| e.name == "KOTEL_OTLP_HEADER_0")
+            .unwrap();
         assert_eq!(
-            holder.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name,
+            holder
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
             "otlp-auth"
         );
         assert_eq!(
@@ -577,7 +629,12 @@ mod tests {
         }));
         let env = container_env(&spec, "n", "d", "s", &dest(), &container("c", "img", &[]));
         assert_eq!(value(&env, "OTEL_LOGS_EXPORTER"), Some("console"));
-        assert_eq!(env.iter().filter(|e| e.name == "OTEL_LOGS_EXPORTER").count(), 1);
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.name == "OTEL_LOGS_EXPORTER")
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -734,10 +791,21 @@ mod tests {
 
     /// What the API server does with kotel's apply, for the fields this crate cares about:
     /// kotel's env replaces what kotel owned, the user's stays, and ownership follows.
-    fn simulate_apply(containers: &mut [Container], owned: &mut Shape, hash: &mut Option<String>, intent: &Intent) {
+    fn simulate_apply(
+        containers: &mut [Container],
+        owned: &mut Shape,
+        hash: &mut Option<String>,
+        intent: &Intent,
+    ) {
         for c in containers.iter_mut() {
             let mine = owned.env.get(&c.name).cloned().unwrap_or_default();
-            let mut env: Vec<EnvVar> = c.env.take().unwrap_or_default().into_iter().filter(|e| !mine.contains(&e.name)).collect();
+            let mut env: Vec<EnvVar> = c
+                .env
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|e| !mine.contains(&e.name))
+                .collect();
             if let Some((_, add)) = intent.containers.iter().find(|(n, _)| n == &c.name) {
                 env.extend(add.iter().cloned());
             }
@@ -749,9 +817,15 @@ mod tests {
 
     fn arb_user_env() -> impl Strategy<Value = Vec<(String, String)>> {
         let names = prop::sample::select(vec![
-            "OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_RESOURCE_ATTRIBUTES",
-            "OTEL_PROPAGATORS", "OTEL_TRACES_EXPORTER", "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
-            "EXTRA", "PATH", "JAVA_OPTS",
+            "OTEL_SERVICE_NAME",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_PROPAGATORS",
+            "OTEL_TRACES_EXPORTER",
+            "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
+            "EXTRA",
+            "PATH",
+            "JAVA_OPTS",
         ]);
         prop::collection::vec((names.prop_map(str::to_string), "[a-z0-9]{0,6}"), 0..5)
     }
@@ -806,7 +880,7 @@ mod tests {
             prop_assert!(second.intent.is_applied(w.owned, w.current_hash));
             // the user's values are untouched
             for (k, v) in &user {
-                let live = containers[0].env.iter().flatten().filter(|e| &e.name == k).last().unwrap();
+                let live = containers[0].env.iter().flatten().rfind(|e| &e.name == k).unwrap();
                 let last_user = user.iter().rev().find(|(n, _)| n == k).unwrap();
                 prop_assert_eq!(live.value.as_deref(), Some(last_user.1.as_str()), "{} {}", k, v);
             }

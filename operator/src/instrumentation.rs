@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// The desired SDK configuration, injected as the standard `OTEL_*` environment variables.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+// kube-derive takes one `printcolumn(...)` per column, which clippy reads as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "kotel.dev",
     version = "v1alpha1",
@@ -19,10 +21,18 @@ use serde::{Deserialize, Serialize};
     shortname = "kinst",
     category = "kotel",
     status = "InstrumentationStatus",
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.exporter.endpoint"),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".spec.exporter.endpoint"
+    ),
     printcolumn(name = "Sampler", type_ = "string", json_path = ".spec.sampler.type"),
     printcolumn(name = "Workloads", type_ = "integer", json_path = ".status.workloads"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct InstrumentationSpec {
@@ -302,7 +312,8 @@ mod tests {
 
     #[test]
     fn unknown_sampler_is_rejected() {
-        let r: Result<Sampler, _> = serde_json::from_value(serde_json::json!({"type": "sometimes"}));
+        let r: Result<Sampler, _> =
+            serde_json::from_value(serde_json::json!({"type": "sometimes"}));
         assert!(r.is_err());
     }
 

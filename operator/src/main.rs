@@ -11,7 +11,11 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 #[derive(Parser)]
-#[command(name = "kotel-operator", version, about = "Injects and manages OpenTelemetry for Kubernetes workloads")]
+#[command(
+    name = "kotel-operator",
+    version,
+    about = "Injects and manages OpenTelemetry for Kubernetes workloads"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -30,10 +34,21 @@ enum Command {
 #[derive(clap::Args, Clone)]
 struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, global = true, env = "KOTEL_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "KOTEL_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     http_addr: SocketAddr,
     /// Log format.
-    #[arg(long, global = true, env = "KOTEL_LOG_FORMAT", value_enum, default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        env = "KOTEL_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
     log_format: telemetry::LogFormat,
     /// Namespace of the leader-election Lease.
     #[arg(long, global = true, env = "POD_NAMESPACE", default_value = "default")]
@@ -68,7 +83,9 @@ async fn terminated() {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let _telemetry = telemetry::init(args.log_format)?;
         let identity = args.identity.clone().unwrap_or_else(|| {

@@ -54,8 +54,16 @@ impl Metrics {
     /// Registers the metrics under the `kotel` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("kotel");
-        r.register("reconciles", "Deployment reconciles run", self.reconciles.clone());
-        r.register("reconcile_errors", "Reconcile failures by reason", self.errors.clone());
+        r.register(
+            "reconciles",
+            "Deployment reconciles run",
+            self.reconciles.clone(),
+        );
+        r.register(
+            "reconcile_errors",
+            "Reconcile failures by reason",
+            self.errors.clone(),
+        );
         r.register(
             "reconcile_duration_seconds",
             "Time spent in one reconcile",
@@ -66,20 +74,28 @@ impl Metrics {
             "Deployments that currently carry kotel's injection",
             self.injected.clone(),
         );
-        r.register("writes", "Writes to the Kubernetes API by kind", self.writes.clone());
+        r.register(
+            "writes",
+            "Writes to the Kubernetes API by kind",
+            self.writes.clone(),
+        );
     }
 
     /// Counts one write of `kind`.
     pub fn write(&self, kind: &str) {
         self.writes
-            .get_or_create(&WriteLabels { kind: kind.to_string() })
+            .get_or_create(&WriteLabels {
+                kind: kind.to_string(),
+            })
             .inc();
     }
 
     /// Counts one failure of `reason`.
     pub fn error(&self, reason: &str) {
         self.errors
-            .get_or_create(&ErrorLabels { reason: reason.to_string() })
+            .get_or_create(&ErrorLabels {
+                reason: reason.to_string(),
+            })
             .inc();
     }
 
@@ -93,7 +109,13 @@ impl Metrics {
     pub fn total_writes(&self) -> u64 {
         ["deployment", "status", "event"]
             .iter()
-            .map(|k| self.writes.get_or_create(&WriteLabels { kind: k.to_string() }).get())
+            .map(|k| {
+                self.writes
+                    .get_or_create(&WriteLabels {
+                        kind: k.to_string(),
+                    })
+                    .get()
+            })
             .sum()
     }
 }

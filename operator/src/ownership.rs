@@ -25,7 +25,9 @@ pub struct Shape {
 impl Shape {
     /// Whether kotel owns nothing.
     pub fn is_empty(&self) -> bool {
-        !self.hash_annotation && self.env.values().all(BTreeSet::is_empty) && self.init_containers.is_empty()
+        !self.hash_annotation
+            && self.env.values().all(BTreeSet::is_empty)
+            && self.init_containers.is_empty()
     }
 }
 
@@ -58,13 +60,20 @@ pub fn kotel_shape(managed: &[ManagedFieldsEntry]) -> Shape {
         {
             shape.hash_annotation = true;
         }
-        if let Some(containers) = template.pointer("/f:spec/f:containers").and_then(Value::as_object) {
+        if let Some(containers) = template
+            .pointer("/f:spec/f:containers")
+            .and_then(Value::as_object)
+        {
             for (key, c) in containers {
-                let Some(name) = keyed_name(key) else { continue };
+                let Some(name) = keyed_name(key) else {
+                    continue;
+                };
                 let mut owned = BTreeSet::new();
                 if let Some(env) = c.get("f:env").and_then(Value::as_object) {
                     for (ekey, e) in env {
-                        let Some(var) = keyed_name(ekey) else { continue };
+                        let Some(var) = keyed_name(ekey) else {
+                            continue;
+                        };
                         if e.get("f:value").is_some() || e.get("f:valueFrom").is_some() {
                             owned.insert(var);
                         }
@@ -75,7 +84,10 @@ pub fn kotel_shape(managed: &[ManagedFieldsEntry]) -> Shape {
                 }
             }
         }
-        if let Some(inits) = template.pointer("/f:spec/f:initContainers").and_then(Value::as_object) {
+        if let Some(inits) = template
+            .pointer("/f:spec/f:initContainers")
+            .and_then(Value::as_object)
+        {
             for key in inits.keys() {
                 if let Some(name) = keyed_name(key) {
                     shape.init_containers.insert(name);
@@ -127,14 +139,21 @@ mod tests {
                 "OTEL_RESOURCE_ATTRIBUTES_POD_NAME".to_string()
             ])
         );
-        assert_eq!(s.init_containers, BTreeSet::from(["kotel-collector".to_string()]));
+        assert_eq!(
+            s.init_containers,
+            BTreeSet::from(["kotel-collector".to_string()])
+        );
         assert!(!s.is_empty());
     }
 
     #[test]
     fn nothing_owned_is_empty() {
         assert!(kotel_shape(&[]).is_empty());
-        let other = vec![entry("kubectl", "Apply", json!({"f:spec": {"f:template": {"f:metadata": {"f:annotations": {"f:kotel.dev/config-hash": {}}}}}}))];
+        let other = vec![entry(
+            "kubectl",
+            "Apply",
+            json!({"f:spec": {"f:template": {"f:metadata": {"f:annotations": {"f:kotel.dev/config-hash": {}}}}}}),
+        )];
         assert!(kotel_shape(&other).is_empty());
         let empty = vec![entry(FIELD_MANAGER, "Apply", json!({}))];
         assert!(kotel_shape(&empty).is_empty());

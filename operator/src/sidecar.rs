@@ -38,12 +38,7 @@ pub fn container(spec: &CollectorSpec, config: &ValidConfig, ports: &[CollectorP
         value: Some(config.to_yaml()),
         value_from: None,
     }];
-    env.extend(
-        spec.env
-            .iter()
-            .filter(|e| e.name != CONFIG_ENV)
-            .cloned(),
-    );
+    env.extend(spec.env.iter().filter(|e| e.name != CONFIG_ENV).cloned());
     Container {
         name: CONTAINER_NAME.to_string(),
         image: Some(spec.image().to_string()),
@@ -134,7 +129,11 @@ mod tests {
         let c = render(&s);
         assert_eq!(c.image.as_deref(), Some("example/otelcol:1"));
         let env = c.env.unwrap();
-        assert_eq!(env.len(), 2, "the collector's own config env cannot be overridden");
+        assert_eq!(
+            env.len(),
+            2,
+            "the collector's own config env cannot be overridden"
+        );
         assert_eq!(env[1].name, "GOMEMLIMIT");
         assert!(c.resources.unwrap().limits.unwrap().contains_key("memory"));
         assert_eq!(c.security_context.unwrap().run_as_user, Some(1234));

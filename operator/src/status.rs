@@ -16,7 +16,12 @@ pub struct Want<'a> {
 }
 
 /// The condition to write: the transition time is kept while the status does not flip.
-pub fn condition(want: &Want<'_>, generation: Option<i64>, previous: &[Condition], now: Time) -> Condition {
+pub fn condition(
+    want: &Want<'_>,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Time,
+) -> Condition {
     let status = if want.ok { "True" } else { "False" };
     let last = previous
         .iter()
@@ -85,7 +90,7 @@ mod tests {
             t(300),
         );
         assert_eq!(flipped.last_transition_time, t(300));
-        assert!(!same_conditions(&[first.clone()], &[flipped]));
+        assert!(!same_conditions(std::slice::from_ref(&first), &[flipped]));
         let mut later = first.clone();
         later.last_transition_time = t(999);
         assert!(same_conditions(&[first], &[later]));

@@ -32,12 +32,16 @@ impl Drop for Guard {
 /// has a trace id to log; it only exports when an OTLP endpoint is configured. The SDK's batch
 /// exporter runs on its own thread, so this is safe to call from the tokio runtime.
 pub fn init(format: LogFormat) -> anyhow::Result<Guard> {
-    let resource = Resource::builder().with_service_name("kotel-operator").build();
+    let resource = Resource::builder()
+        .with_service_name("kotel-operator")
+        .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let exporting = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_ok_and(|v| !v.is_empty())
         || std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_ok_and(|v| !v.is_empty());
     if exporting {
-        let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()?;
         builder = builder.with_batch_exporter(exporter);
     }
     let provider = builder.build();

@@ -1,0 +1,33 @@
+//! The checked-in CRDs (crds/ and the chart's copy) must be exactly what the Rust types generate.
+
+#[test]
+fn checked_in_crds_match_the_rust_types() {
+    let generated = kotel_operator::crds_yaml();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for path in ["crds/kotel.dev.yaml", "charts/kotel-operator/crds/kotel.dev.yaml"] {
+        let on_disk = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "{path} is out of date with the CRD types: run `make crds` (which also refreshes the chart's copy)"
+        );
+    }
+}
+
+#[test]
+fn crds_carry_names_columns_and_validation() {
+    let y = kotel_operator::crds_yaml();
+    for needle in [
+        "shortNames:\n    - kinst",
+        "shortNames:\n    - kcol",
+        "categories:\n    - kotel",
+        "name: Workloads",
+        "name: Mode",
+        "subresources:\n      status: {}",
+        "maximum: 1.0",
+        "- http/protobuf\n",
+        "- parentbased_traceidratio\n",
+        "x-kubernetes-preserve-unknown-fields: true",
+    ] {
+        assert!(y.contains(needle), "generated CRDs lack {needle:?}");
+    }
+}
