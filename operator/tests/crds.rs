@@ -4,7 +4,10 @@
 fn checked_in_crds_match_the_rust_types() {
     let generated = kotel_operator::crds_yaml();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for path in ["crds/kotel.dev.yaml", "charts/kotel-operator/crds/kotel.dev.yaml"] {
+    for path in [
+        "crds/kotel.dev.yaml",
+        "charts/kotel-operator/crds/kotel.dev.yaml",
+    ] {
         let on_disk = std::fs::read_to_string(root.join(path)).unwrap_or_default();
         assert!(
             on_disk == generated,

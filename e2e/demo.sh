@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `make demo`: kotel end to end on a machine without Docker. Starts the local control plane,
+# installs the CRDs, runs the operator, applies examples/, and shows what kotel injected into
+# the Deployment and into the ReplicaSet the real controller-manager stamped from it.
+# Ctrl-C stops everything. KOTEL_DEMO_EXIT=1 stops right after showing the result.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export KOTEL_E2E_DIR=${KOTEL_E2E_DIR:-$PWD/.e2e/demo}
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+op_pid=
+cleanup() {
+  [ -n "$op_pid" ] && kill "$op_pid" 2>/dev/null && wait "$op_pid" 2>/dev/null || true
+  e2e/controlplane.sh down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say "building the operator"
+cargo build -q -p kotel-operator
+bin=${CARGO_TARGET_DIR:-target}/debug/kotel-operator
+
+say "starting a local control plane (etcd, kube-apiserver, kube-controller-manager)"
+e2e/controlplane.sh up >/dev/null
+eval "$(e2e/controlplane.sh env)"
+
+say "installing the CRDs"
+kubectl apply --server-side -f crds/kotel.dev.yaml
+kubectl wait --for condition=established --timeout=60s crd/instrumentations.kotel.dev crd/collectors.kotel.dev
+
+say "running kotel-operator (log: $KOTEL_E2E_DIR/operator.log)"
+KOTEL_LOG_FORMAT=text "$bin" --http-addr 127.0.0.1:0 >"$KOTEL_E2E_DIR/operator.log" 2>&1 &
+op_pid=$!
+
+say "applying examples/"
+kubectl apply -f examples/deployment.yaml
+kubectl apply -f examples/instrumentation.yaml -f examples/collector.yaml
+
+for _ in $(seq 120); do
+  hash=$(kubectl get deploy -n demo house-price -o jsonpath='{.spec.template.metadata.annotations.kotel\.dev/config-hash}')
+  [ -n "$hash" ] && break
+  sleep 0.5
+done
+[ -n "$hash" ] || { echo "kotel did not inject; operator log:"; tail -20 "$KOTEL_E2E_DIR/operator.log"; exit 1; }
+sleep 2
+
+say "kubectl get kinst,kcol -n demo"
+kubectl get kinst,kcol -n demo
+say "Deployment demo/house-price: config hash $hash, env of container app"
+kubectl get deploy -n demo house-price -o go-template='{{range (index .spec.template.spec.containers 0).env}}{{.name}}={{if .value}}{{.value}}{{else}}<from {{if .valueFrom.fieldRef}}{{.valueFrom.fieldRef.fieldPath}}{{else}}secret{{end}}>{{end}}{{"\n"}}{{end}}'
+say "its native sidecar (initContainers, restartPolicy Always)"
+kubectl get deploy -n demo house-price -o go-template='{{range .spec.template.spec.initContainers}}{{.name}}  image={{.image}}  restartPolicy={{.restartPolicy}}  args={{.args}}{{"\n"}}{{end}}'
+rs=$(kubectl get rs -n demo -o go-template='{{range .items}}{{index .metadata.annotations "deployment.kubernetes.io/revision"}} {{.metadata.name}}{{"\n"}}{{end}}' | sort -n | tail -1 | cut -d' ' -f2)
+say "newest ReplicaSet $rs (stamped by the real kube-controller-manager)"
+kubectl get rs -n demo "$rs" -o go-template='config-hash={{index .spec.template.metadata.annotations "kotel.dev/config-hash"}}{{"\n"}}{{range (index .spec.template.spec.containers 0).env}}{{.name}}{{"\n"}}{{end}}'
+say "Events"
+kubectl get events -n demo --field-selector involvedObject.kind=Deployment -o custom-columns=REASON:.reason,MESSAGE:.message
+
+if [ "${KOTEL_DEMO_EXIT:-}" = 1 ]; then exit 0; fi
+say "the control plane keeps running: in another shell, eval \"\$(e2e/controlplane.sh env)\" and try kubectl. Ctrl-C stops everything."
+while kill -0 "$op_pid" 2>/dev/null; do sleep 1; done
