@@ -331,6 +331,11 @@ impl Operator {
         Ok(op)
     }
 
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The value of an unlabelled or summed metric from /metrics.
     pub async fn metric_sum(&self, name: &str) -> anyhow::Result<f64> {
         let (_, body) = http_get(&format!("http://{}/metrics", self.addr)).await?;

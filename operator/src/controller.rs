@@ -422,6 +422,13 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
     }
     // Deciding from a half-filled store would remove injections that are still wanted.
     ctx.stores.wait_until_ready().await;
+    let ns = d.namespace().unwrap_or_default();
+    if namespace_annotations(&ctx.stores, &ns)
+        .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+    {
+        // Nothing can be written into a terminating namespace, and nothing needs to be.
+        return Ok(Action::await_change());
+    }
     let owned = ownership::kotel_shape(d.metadata.managed_fields.as_deref().unwrap_or_default());
 
     let inputs = match dereference(d, &ctx.stores) {
@@ -453,7 +460,6 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     }
 
-    let ns = d.namespace().unwrap_or_default();
     let name = d.name_any();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let body = plan.intent.apply_body(&ns, &name);

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make bench`: the injection benchmark on a fresh local control plane, with a release build
+# of the operator. Prints the numbers the README's benchmark table quotes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export KOTEL_E2E_DIR=${KOTEL_E2E_DIR:-$(mktemp -d /tmp/kotel-bench.XXXXXX)}
+cargo build -q --release -p kotel-operator -p kotel-e2e --bin bench-inject
+target=${CARGO_TARGET_DIR:-target}
+trap 'e2e/controlplane.sh down' EXIT
+e2e/controlplane.sh up >/dev/null
+export KUBECONFIG=$KOTEL_E2E_DIR/kubeconfig
+export KOTEL_OPERATOR_BIN=$target/release/kotel-operator
+"$target/release/bench-inject" "${BENCH_DEPLOYMENTS:-1000}" "${BENCH_STEADY_SECONDS:-60}"

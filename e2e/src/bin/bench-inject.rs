@@ -1,0 +1,158 @@
+//! Injection benchmark (not a test): creates N Deployments, annotates them all, and reports the
+//! time until every one is patched, the annotate→patched latency percentiles, the writes during
+//! 60 s of steady state, and the operator's peak RSS. Uses KUBECONFIG and KOTEL_OPERATOR_BIN.
+//!
+//! Usage: bench-inject [N=1000] [STEADY_SECONDS=60]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::apps::v1::Deployment;
+use kotel_e2e::*;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    let steady: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "bench", json!({})).await?;
+    ns.apply(json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Instrumentation", "metadata": {"name": "otel"},
+                    "spec": {"exporter": {"endpoint": "http://gw.obs:4318"}}}))
+        .await?;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+
+    eprintln!("creating {n} Deployments");
+    let names: Vec<String> = (0..n).map(|i| format!("bench-{i:04}")).collect();
+    stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let mut d = deployment(
+                    &name,
+                    json!({}),
+                    json!([{"name": "USER_VAR", "value": "1"}]),
+                );
+                d["spec"]["replicas"] = json!(0);
+                let d: Deployment = serde_json::from_value(d)?;
+                api.create(&PostParams::default(), &d).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+
+    let op = Operator::start().await?;
+    eprintln!("operator ready (pid {}); annotating", op.pid());
+
+    let patched: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch = {
+        let patched = patched.clone();
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+            while let Some(Ok(d)) = s.next().await {
+                if template_hash(&d).is_some() {
+                    patched
+                        .lock()
+                        .unwrap()
+                        .entry(kube::ResourceExt::name_any(&d))
+                        .or_insert_with(Instant::now);
+                }
+            }
+        })
+    };
+
+    let annotated: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let start = Instant::now();
+    stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            let annotated = annotated.clone();
+            async move {
+                annotated
+                    .lock()
+                    .unwrap()
+                    .insert(name.clone(), Instant::now());
+                let p = json!({"metadata": {"annotations": {"kotel.dev/inject": "true"}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&p))
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let annotate_done = start.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while patched.lock().unwrap().len() < n {
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "only {} of {n} patched after 300 s",
+                patched.lock().unwrap().len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_patched = start.elapsed();
+    let mut lat: Vec<f64> = {
+        let p = patched.lock().unwrap();
+        let a = annotated.lock().unwrap();
+        names
+            .iter()
+            .map(|n| p[n].saturating_duration_since(a[n]).as_secs_f64() * 1000.0)
+            .collect()
+    };
+    lat.sort_by(f64::total_cmp);
+    watch.abort();
+
+    eprintln!("all patched; measuring {steady} s of steady state");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let w0 = op.metric_sum("kotel_writes_total").await?;
+    tokio::time::sleep(Duration::from_secs(steady)).await;
+    let steady_writes = op.metric_sum("kotel_writes_total").await? - w0;
+    let rss = peak_rss_mib(op.pid());
+    op.stop()?;
+    ns.cleanup().await;
+
+    println!("deployments: {n}");
+    println!("annotating all took: {:.2} s", annotate_done.as_secs_f64());
+    println!("all patched after: {:.2} s", all_patched.as_secs_f64());
+    println!(
+        "annotate→patched p50: {:.0} ms, p99: {:.0} ms, max: {:.0} ms",
+        percentile(&lat, 50.0),
+        percentile(&lat, 99.0),
+        percentile(&lat, 100.0)
+    );
+    println!("writes during {steady} s of steady state: {steady_writes}");
+    println!("operator peak RSS: {rss:.1} MiB");
+    Ok(())
+}
