@@ -33,8 +33,9 @@ KOTEL_LOG_FORMAT=text "$bin" --http-addr 127.0.0.1:0 >"$KOTEL_E2E_DIR/operator.l
 op_pid=$!
 
 say "applying examples/"
-kubectl apply -f examples/deployment.yaml
+kubectl create namespace demo
 kubectl apply -f examples/instrumentation.yaml -f examples/collector.yaml
+kubectl apply -f examples/deployment.yaml
 
 for _ in $(seq 120); do
   hash=$(kubectl get deploy -n demo house-price -o jsonpath='{.spec.template.metadata.annotations.kotel\.dev/config-hash}')

@@ -373,22 +373,28 @@ impl Context {
         }
     }
 
-    /// Reports a standing problem once (not on every reconcile).
-    async fn report(&self, d: &Deployment, p: &Problem) {
+    /// Reports standing problems once (not on every reconcile): only when the set of
+    /// problems of this Deployment differs from the last one reported.
+    async fn report(&self, d: &Deployment, problems: &[Problem]) {
         let key = ObjectRef::from_obj(d);
-        let text = format!("{}: {}", p.reason, p.message);
+        let text: String = problems
+            .iter()
+            .map(|p| format!("{}: {}\n", p.reason, p.message))
+            .collect();
         let new = self
             .reported
             .lock()
             .expect("lock")
             .insert(key, text.clone())
             != Some(text);
-        if new {
-            warn!(deployment = %d.name_any(), reason = p.reason, "{}", p.message);
-            self.event(d, EventType::Warning, p.reason, p.message.clone())
-                .await;
+        for p in problems {
+            self.metrics.error(p.reason);
+            if new {
+                warn!(deployment = %d.name_any(), reason = p.reason, "{}", p.message);
+                self.event(d, EventType::Warning, p.reason, p.message.clone())
+                    .await;
+            }
         }
-        self.metrics.error(p.reason);
     }
 
     fn clear_report(&self, d: &Deployment) {
@@ -434,7 +440,7 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
     let inputs = match dereference(d, &ctx.stores) {
         Ok(i) => i,
         Err(p) => {
-            ctx.report(d, &p).await;
+            ctx.report(d, std::slice::from_ref(&p)).await;
             return Ok(Action::await_change());
         }
     };
@@ -445,15 +451,14 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
     let plan = match decide(d, &inputs, &owned) {
         Ok(p) => p,
         Err(p) => {
-            ctx.report(d, &p).await;
+            ctx.report(d, std::slice::from_ref(&p)).await;
             return Ok(Action::await_change());
         }
     };
-    for note in &inputs.notes {
-        ctx.report(d, note).await;
-    }
     if inputs.notes.is_empty() {
         ctx.clear_report(d);
+    } else {
+        ctx.report(d, &inputs.notes).await;
     }
 
     if plan.intent.is_applied(&owned, current_hash(d)) {
