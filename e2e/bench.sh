@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KOTEL_E2E_DIR=${KOTEL_E2E_DIR:-$(mktemp -d /tmp/kotel-bench.XXXXXX)}
-cargo build -q --release -p kotel-operator -p kotel-e2e --bin bench-inject
+cargo build -q --release -p kotel-operator
+cargo build -q --release -p kotel-e2e --bin bench-inject
 target=${CARGO_TARGET_DIR:-target}
 trap 'e2e/controlplane.sh down' EXIT
 e2e/controlplane.sh up >/dev/null

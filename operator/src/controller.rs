@@ -815,6 +815,18 @@ fn deployments_using_collector(
         .collect()
 }
 
+/// Drops what kotel never reads from the cached Deployments (other managers' field sets,
+/// the last-applied annotation, status), which is most of their size.
+fn trim_deployment(d: &mut Deployment) {
+    if let Some(mf) = d.metadata.managed_fields.as_mut() {
+        mf.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
+    }
+    if let Some(a) = d.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    d.status = None;
+}
+
 /// Waits until kotel's CRDs are established, so that watches on them do not fail.
 pub async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -846,9 +858,12 @@ pub async fn run(
     let (dep_store, dep_writer) = reflector::store::<Deployment>();
     let dep_stream = watcher(
         Api::<Deployment>::all(client.clone()),
-        watcher::Config::default().any_semantic(),
+        // Paged lists keep the start-up peak small: a list from the watch cache
+        // (`any_semantic`) would arrive as one body, however many Deployments there are.
+        watcher::Config::default().page_size(100),
     )
     .default_backoff()
+    .modify(trim_deployment)
     .reflect(dep_writer)
     .inspect(mark_ready(ready_tx.clone(), 0))
     .touched_objects();
@@ -858,6 +873,11 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|n| {
+        n.metadata.managed_fields = None;
+        n.spec = None;
+        n.status = None;
+    })
     .reflect(ns_writer)
     .inspect(mark_ready(ready_tx.clone(), 1))
     .touched_objects();
@@ -922,6 +942,7 @@ pub async fn run(
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .with_config(ControllerConfig::default().concurrency(16))
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_deployment, error_policy, ctx.clone())
         .for_each(|_| async {});
