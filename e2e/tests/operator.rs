@@ -205,8 +205,11 @@ async fn annotate_injects_env_into_deployment_and_new_replicaset() -> anyhow::Re
     })
     .await?;
     assert!(before.is_ok());
-    let events = event_reasons(&client, &ns.name, "shop").await?;
-    assert!(events.iter().any(|(r, _)| r == "Injected"), "{events:?}");
+    wait_for("an Injected Event", T, || async {
+        let events = event_reasons(&client, &ns.name, "shop").await?;
+        Ok(events.iter().any(|(r, _)| r == "Injected"))
+    })
+    .await?;
 
     let inst: Api<Instrumentation> = Api::namespaced(client.clone(), &ns.name);
     wait_for("Instrumentation status workloads=1", T, || async {
@@ -333,13 +336,17 @@ async fn removing_the_annotation_removes_exactly_what_kotel_added() -> anyhow::R
         .unwrap();
     assert_eq!(init[0].name, "kotel-collector");
     assert_eq!(init[0].restart_policy.as_deref(), Some("Always"));
-    let events = event_reasons(&client, &ns.name, "web").await?;
-    assert!(
-        events
-            .iter()
-            .any(|(r, n)| r == "UserVariableKept" && n.contains("OTEL_SERVICE_NAME")),
-        "{events:?}"
-    );
+    wait_for(
+        "a UserVariableKept Event naming OTEL_SERVICE_NAME",
+        T,
+        || async {
+            let events = event_reasons(&client, &ns.name, "web").await?;
+            Ok(events
+                .iter()
+                .any(|(r, n)| r == "UserVariableKept" && n.contains("OTEL_SERVICE_NAME")))
+        },
+    )
+    .await?;
 
     // Remove both annotations: the template returns to exactly what the user wrote.
     annotate(&client, &ns.name, "web", "kotel.dev/inject", None).await?;
@@ -371,8 +378,11 @@ async fn removing_the_annotation_removes_exactly_what_kotel_added() -> anyhow::R
         "kotel still owns fields: {:?}",
         d.managed_fields()
     );
-    let events = event_reasons(&client, &ns.name, "web").await?;
-    assert!(events.iter().any(|(r, _)| r == "Removed"), "{events:?}");
+    wait_for("a Removed Event", T, || async {
+        let events = event_reasons(&client, &ns.name, "web").await?;
+        Ok(events.iter().any(|(r, _)| r == "Removed"))
+    })
+    .await?;
     op.stop()?;
     ns.cleanup().await;
     Ok(())

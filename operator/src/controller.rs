@@ -815,6 +815,28 @@ fn deployments_using_collector(
         .collect()
 }
 
+/// Passes the events that can change what Deployments get: a new spec (generation) or a
+/// deletion. kotel's own status writes would otherwise re-trigger every Deployment that uses
+/// the object.
+fn spec_changes<K: Resource>()
+-> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<bool> {
+    let mut seen: HashMap<String, Option<i64>> = HashMap::new();
+    move |ev| {
+        let pass = match ev {
+            Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
+                let uid = o.meta().uid.clone().unwrap_or_default();
+                seen.insert(uid, o.meta().generation) != Some(o.meta().generation)
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&o.meta().uid.clone().unwrap_or_default());
+                true
+            }
+            _ => true,
+        };
+        futures::future::ready(pass)
+    }
+}
+
 /// Drops what kotel never reads from the cached Deployments (other managers' field sets,
 /// the last-applied annotation, status), which is most of their size.
 fn trim_deployment(d: &mut Deployment) {
@@ -889,6 +911,7 @@ pub async fn run(
     .default_backoff()
     .reflect(inst_writer)
     .inspect(mark_ready(ready_tx.clone(), 2))
+    .filter(spec_changes())
     .touched_objects();
     let (col_store, col_writer) = reflector::store::<DeserializeGuard<Collector>>();
     let col_stream = watcher(
@@ -898,6 +921,7 @@ pub async fn run(
     .default_backoff()
     .reflect(col_writer)
     .inspect(mark_ready(ready_tx.clone(), 3))
+    .filter(spec_changes())
     .touched_objects();
 
     let deployments = Controller::for_stream(dep_stream, dep_store.clone());
