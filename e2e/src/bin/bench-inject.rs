@@ -70,7 +70,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     let op = Operator::start().await?;
-    eprintln!("operator ready (pid {}, peak RSS so far {:.1} MiB); annotating", op.pid(), peak_rss_mib(op.pid()));
+    eprintln!(
+        "operator ready (pid {}, peak RSS so far {:.1} MiB); annotating",
+        op.pid(),
+        peak_rss_mib(op.pid())
+    );
 
     let patched: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let watch = {
@@ -134,7 +138,10 @@ async fn main() -> anyhow::Result<()> {
     lat.sort_by(f64::total_cmp);
     watch.abort();
 
-    eprintln!("all patched (peak RSS so far {:.1} MiB); measuring {steady} s of steady state", peak_rss_mib(op.pid()));
+    eprintln!(
+        "all patched (peak RSS so far {:.1} MiB); measuring {steady} s of steady state",
+        peak_rss_mib(op.pid())
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let w0 = op.metric_sum("kotel_writes_total").await?;
     tokio::time::sleep(Duration::from_secs(steady)).await;

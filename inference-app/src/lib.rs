@@ -1,0 +1,10 @@
+//! inference-app: a candle house-price model served by axum, instrumented only through the
+//! standard `OTEL_*` environment (exactly what kotel injects).
+
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod model;
+pub mod serve;
+pub mod telemetry;
+pub mod train;

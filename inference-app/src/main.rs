@@ -1,0 +1,44 @@
+//! `inference-app train | serve | load`.
+
+use clap::{Parser, Subcommand};
+use inference_app::{load, serve, train};
+
+#[derive(Parser)]
+#[command(
+    name = "inference-app",
+    version,
+    about = "House-price inference with candle, instrumented through OTEL_* env"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the model on synthetic data and write safetensors + a model card.
+    Train(train::TrainArgs),
+    /// Serve the model over HTTP.
+    Serve(serve::ServeArgs),
+    /// Generate load against a running service.
+    Load(load::LoadArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Train(a) => {
+            let card = train::train(&a)?;
+            println!("{}", serde_json::to_string_pretty(&card)?);
+            Ok(())
+        }
+        Command::Serve(a) => serve::run(a),
+        Command::Load(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(load::run(&a))?;
+            print!("{}", report.render());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The service's metrics, recorded once and exported twice: as OpenTelemetry instruments (OTLP)
+//! and in a prometheus-client registry (`/metrics`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter as PCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge as PGauge;
+use prometheus_client::metrics::histogram::Histogram as PHistogram;
+use prometheus_client::registry::Registry;
+
+/// Semantic-convention buckets of `http.server.request.duration` (seconds).
+pub const HTTP_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Forward-pass buckets (seconds): the model answers in microseconds.
+pub const FORWARD_BUCKETS: [f64; 12] = [
+    1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 0.1,
+];
+/// Prediction buckets (dollars), for drift.
+pub const PRICE_BUCKETS: [f64; 10] = [
+    100e3, 150e3, 200e3, 250e3, 300e3, 400e3, 500e3, 600e3, 800e3, 1e6,
+];
+/// Batch-size buckets.
+pub const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    model: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    name: String,
+    version: String,
+}
+
+struct Otel {
+    duration: Histogram<f64>,
+    active: UpDownCounter<i64>,
+    requests: Counter<u64>,
+    forward: Histogram<f64>,
+    prediction: Histogram<f64>,
+    batch: Histogram<u64>,
+}
+
+/// The metrics of the service.
+pub struct AppMetrics {
+    registry: Registry,
+    duration: Family<HttpLabels, PHistogram>,
+    active: Family<RouteLabels, PGauge>,
+    requests: Family<OutcomeLabels, PCounter>,
+    forward: Family<ModelLabels, PHistogram>,
+    prediction: Family<ModelLabels, PHistogram>,
+    batch: Family<ModelLabels, PHistogram>,
+    dropped: PCounter,
+    dropped_seen: AtomicU64,
+    dropped_source: Arc<AtomicU64>,
+    otel: Option<Otel>,
+}
+
+impl AppMetrics {
+    /// Creates the instruments; `meter` is `None` when OTLP metrics are off.
+    pub fn new(meter: Option<Meter>, model: &str, version: &str, dropped: Arc<AtomicU64>) -> Self {
+        let mut registry = Registry::default();
+        let duration = Family::<HttpLabels, PHistogram>::new_with_constructor(|| {
+            PHistogram::new(HTTP_BUCKETS)
+        });
+        let active = Family::<RouteLabels, PGauge>::default();
+        let requests = Family::<OutcomeLabels, PCounter>::default();
+        let forward = Family::<ModelLabels, PHistogram>::new_with_constructor(|| {
+            PHistogram::new(FORWARD_BUCKETS)
+        });
+        let prediction = Family::<ModelLabels, PHistogram>::new_with_constructor(|| {
+            PHistogram::new(PRICE_BUCKETS)
+        });
+        let batch = Family::<ModelLabels, PHistogram>::new_with_constructor(|| {
+            PHistogram::new(BATCH_BUCKETS)
+        });
+        let info = Family::<InfoLabels, PGauge>::default();
+        info.get_or_create(&InfoLabels {
+            name: model.into(),
+            version: version.into(),
+        })
+        .set(1);
+        let dropped_counter = PCounter::default();
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP server requests",
+            prometheus_client::registry::Unit::Seconds,
+            duration.clone(),
+        );
+        registry.register(
+            "http_server_active_requests",
+            "In-flight HTTP requests",
+            active.clone(),
+        );
+        registry.register(
+            "inference_requests",
+            "Inference requests by model and outcome",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "inference_duration",
+            "Forward pass only",
+            prometheus_client::registry::Unit::Seconds,
+            forward.clone(),
+        );
+        registry.register(
+            "inference_prediction",
+            "Predicted values, for drift",
+            prediction.clone(),
+        );
+        registry.register(
+            "inference_batch_size",
+            "Rows per forward pass",
+            batch.clone(),
+        );
+        registry.register("model_info", "The loaded model", info);
+        registry.register(
+            "telemetry_dropped_items",
+            "Spans dropped because the export queue was full",
+            dropped_counter.clone(),
+        );
+
+        let otel = meter.map(|m| {
+            let version = version.to_string();
+            let name = model.to_string();
+            m.u64_observable_gauge("model.info")
+                .with_description("The loaded model (always 1)")
+                .with_callback(move |o| {
+                    o.observe(
+                        1,
+                        &[
+                            KeyValue::new("model.name", name.clone()),
+                            KeyValue::new("model.version", version.clone()),
+                        ],
+                    )
+                })
+                .build();
+            let d = dropped.clone();
+            m.u64_observable_counter("telemetry.dropped_items")
+                .with_description("Spans dropped because the export queue was full")
+                .with_callback(move |o| o.observe(d.load(Ordering::Relaxed), &[]))
+                .build();
+            Otel {
+                duration: m
+                    .f64_histogram("http.server.request.duration")
+                    .with_unit("s")
+                    .with_description("Duration of HTTP server requests")
+                    .with_boundaries(HTTP_BUCKETS.to_vec())
+                    .build(),
+                active: m
+                    .i64_up_down_counter("http.server.active_requests")
+                    .with_unit("{request}")
+                    .build(),
+                requests: m
+                    .u64_counter("inference.requests")
+                    .with_unit("{request}")
+                    .build(),
+                forward: m
+                    .f64_histogram("inference.duration")
+                    .with_unit("s")
+                    .with_boundaries(FORWARD_BUCKETS.to_vec())
+                    .build(),
+                prediction: m
+                    .f64_histogram("inference.prediction")
+                    .with_unit("USD")
+                    .with_boundaries(PRICE_BUCKETS.to_vec())
+                    .build(),
+                batch: m
+                    .u64_histogram("inference.batch.size")
+                    .with_unit("{row}")
+                    .with_boundaries(BATCH_BUCKETS.to_vec())
+                    .build(),
+            }
+        });
+        AppMetrics {
+            registry,
+            duration,
+            active,
+            requests,
+            forward,
+            prediction,
+            batch,
+            dropped: dropped_counter,
+            dropped_seen: AtomicU64::new(0),
+            dropped_source: dropped,
+            otel,
+        }
+    }
+
+    /// One finished HTTP request.
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.duration
+            .get_or_create(&HttpLabels {
+                method: method.into(),
+                route: route.into(),
+                status,
+            })
+            .observe(seconds);
+        if let Some(o) = &self.otel {
+            o.duration.record(
+                seconds,
+                &[
+                    KeyValue::new("http.request.method", method.to_string()),
+                    KeyValue::new("http.route", route.to_string()),
+                    KeyValue::new("http.response.status_code", i64::from(status)),
+                ],
+            );
+        }
+    }
+
+    /// A request started (+1) or finished (-1).
+    pub fn active(&self, method: &str, route: &str, delta: i64) {
+        self.active
+            .get_or_create(&RouteLabels {
+                method: method.into(),
+                route: route.into(),
+            })
+            .inc_by(delta);
+        if let Some(o) = &self.otel {
+            o.active.add(
+                delta,
+                &[
+                    KeyValue::new("http.request.method", method.to_string()),
+                    KeyValue::new("http.route", route.to_string()),
+                ],
+            );
+        }
+    }
+
+    /// One inference request with its outcome: ok, invalid_input, error.
+    pub fn inference(&self, model: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&OutcomeLabels {
+                model: model.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        if let Some(o) = &self.otel {
+            o.requests.add(
+                1,
+                &[
+                    KeyValue::new("model.name", model.to_string()),
+                    KeyValue::new("outcome", outcome.to_string()),
+                ],
+            );
+        }
+    }
+
+    /// One forward pass.
+    pub fn forward(&self, model: &str, seconds: f64, batch: usize, predictions: &[f64]) {
+        let l = ModelLabels {
+            model: model.into(),
+        };
+        self.forward.get_or_create(&l).observe(seconds);
+        self.batch.get_or_create(&l).observe(batch as f64);
+        let p = self.prediction.get_or_create(&l);
+        for v in predictions {
+            p.observe(*v);
+        }
+        if let Some(o) = &self.otel {
+            let attrs = [KeyValue::new("model.name", model.to_string())];
+            o.forward.record(seconds, &attrs);
+            o.batch.record(batch as u64, &attrs);
+            for v in predictions {
+                o.prediction.record(*v, &attrs);
+            }
+        }
+    }
+
+    /// The Prometheus exposition.
+    pub fn encode(&self) -> String {
+        let now = self.dropped_source.load(Ordering::Relaxed);
+        let seen = self.dropped_seen.swap(now, Ordering::Relaxed);
+        if now > seen {
+            self.dropped.inc_by(now - seen);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding to a String");
+        out
+    }
+}

@@ -1,0 +1,112 @@
+//! `serve`: load the model, set up telemetry and logging, and run the HTTP service until
+//! SIGTERM, then drain requests and flush telemetry.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::http::{AppState, DEFAULT_BODY_LIMIT, router};
+use crate::metrics::AppMetrics;
+use crate::model::Model;
+use crate::telemetry;
+
+/// Serve options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Directory with model.safetensors and model.json.
+    #[arg(long, env = "MODEL_DIR", default_value = "model")]
+    pub model_dir: PathBuf,
+    /// Listen address.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
+    pub addr: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
+    pub max_body_bytes: usize,
+}
+
+/// Runs the service (blocking until shutdown).
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Refuse to start without a usable model, before anything else happens.
+    let model = Model::load(&args.model_dir)?;
+    let env = telemetry::parse(|k| std::env::var(k).ok());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let resource = Resource::builder().build();
+    let tel = {
+        let _g = rt.enter();
+        telemetry::init(env, resource)?
+    };
+
+    let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 * 1024)
+        .finish(std::io::stdout());
+    let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer)
+        .boxed();
+    let otel_logs = tel
+        .logger
+        .as_ref()
+        .map(|p| opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p).boxed());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel_logs)
+        .try_init()?;
+    for w in &tel.env.warnings {
+        tracing::warn!("{w}");
+    }
+
+    let meter = tel.meter.as_ref().map(|p| p.meter("inference-app"));
+    let metrics = AppMetrics::new(
+        meter,
+        &model.card.name,
+        &model.card.version,
+        tel.dropped.clone(),
+    );
+    let state = Arc::new(AppState {
+        model: Arc::new(model),
+        ready: AtomicBool::new(false),
+        tracer: tel.tracer(),
+        metrics,
+        tracing_enabled: tel.tracing_enabled(),
+        collector_endpoint: tel.env.endpoint.clone(),
+    });
+    // Warm up: one forward pass before reporting ready.
+    let f = state.model.features();
+    state.model.predict(&[vec![1500.0; f]])?;
+    state.ready.store(true, Ordering::Release);
+
+    let app = router(state.clone(), args.max_body_bytes);
+    let res = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, model = %state.model.card.name, version = %state.model.card.version,
+            tracing_enabled = state.tracing_enabled, "serving");
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+                tracing::info!("shutting down: draining requests");
+            })
+            .await?;
+        anyhow::Ok(())
+    });
+    // Flush telemetry on the blocking side: the batch exporters run on their own threads.
+    tel.shutdown();
+    tracing::info!("stopped");
+    drop(rt);
+    res
+}

@@ -1,0 +1,530 @@
+//! OpenTelemetry configured only by the standard `OTEL_*` environment — exactly what kotel
+//! injects. What the Rust SDK does not read by itself (which exporter per signal, the
+//! protocol, the sampler, propagators, the metric interval, `OTEL_SDK_DISABLED`) is parsed
+//! here by a pure function and applied.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
+};
+
+/// Where one signal goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exporter {
+    /// OTLP.
+    Otlp,
+    /// stdout, for debugging.
+    Console,
+    /// Nowhere.
+    None,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf.
+    HttpProtobuf,
+}
+
+/// The sampler named by OTEL_TRACES_SAMPLER(_ARG).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SamplerSpec {
+    /// always_on.
+    AlwaysOn,
+    /// always_off.
+    AlwaysOff,
+    /// traceidratio.
+    Ratio(f64),
+    /// parentbased_always_on (the default).
+    ParentAlwaysOn,
+    /// parentbased_always_off.
+    ParentAlwaysOff,
+    /// parentbased_traceidratio.
+    ParentRatio(f64),
+}
+
+/// The OpenTelemetry environment, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtelEnv {
+    /// OTEL_SDK_DISABLED=true.
+    pub disabled: bool,
+    /// OTEL_TRACES_EXPORTER.
+    pub traces: Exporter,
+    /// OTEL_METRICS_EXPORTER.
+    pub metrics: Exporter,
+    /// OTEL_LOGS_EXPORTER.
+    pub logs: Exporter,
+    /// OTEL_EXPORTER_OTLP_{TRACES_,METRICS_,LOGS_,}PROTOCOL, per signal.
+    pub protocol: [Protocol; 3],
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (for /health).
+    pub endpoint: Option<String>,
+    /// The sampler.
+    pub sampler: SamplerSpec,
+    /// OTEL_PROPAGATORS.
+    pub propagators: Vec<String>,
+    /// OTEL_METRIC_EXPORT_INTERVAL.
+    pub metric_interval: Duration,
+    /// Problems found (unknown values); the defaults were used instead.
+    pub warnings: Vec<String>,
+}
+
+fn exporter(v: Option<String>, name: &str, warnings: &mut Vec<String>) -> Exporter {
+    match v
+        .as_deref()
+        .map(str::trim)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") | Some("otlp") => Exporter::Otlp,
+        Some("console") | Some("logging") => Exporter::Console,
+        Some("none") => Exporter::None,
+        Some(other) => {
+            warnings.push(format!(
+                "{name}={other} is not supported (otlp, console, none); using otlp"
+            ));
+            Exporter::Otlp
+        }
+    }
+}
+
+/// Parses the environment through `get` (a pure function of it, for tests).
+pub fn parse(get: impl Fn(&str) -> Option<String>) -> OtelEnv {
+    let mut warnings = Vec::new();
+    let disabled = get("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let traces = exporter(
+        get("OTEL_TRACES_EXPORTER"),
+        "OTEL_TRACES_EXPORTER",
+        &mut warnings,
+    );
+    let metrics = exporter(
+        get("OTEL_METRICS_EXPORTER"),
+        "OTEL_METRICS_EXPORTER",
+        &mut warnings,
+    );
+    let logs = exporter(
+        get("OTEL_LOGS_EXPORTER"),
+        "OTEL_LOGS_EXPORTER",
+        &mut warnings,
+    );
+    let general = get("OTEL_EXPORTER_OTLP_PROTOCOL");
+    let proto = |signal: &str, warnings: &mut Vec<String>| {
+        let v = get(&format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")).or_else(|| general.clone());
+        match v.as_deref().map(str::trim) {
+            None | Some("") | Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some("grpc") => Protocol::Grpc,
+            Some(other) => {
+                warnings.push(format!("OTLP protocol {other} is not supported (grpc, http/protobuf); using http/protobuf"));
+                Protocol::HttpProtobuf
+            }
+        }
+    };
+    let protocol = [
+        proto("TRACES", &mut warnings),
+        proto("METRICS", &mut warnings),
+        proto("LOGS", &mut warnings),
+    ];
+    let arg = get("OTEL_TRACES_SAMPLER_ARG");
+    let ratio =
+        |warnings: &mut Vec<String>| match arg.as_deref().map(str::trim).map(str::parse::<f64>) {
+            None => 1.0,
+            Some(Ok(r)) if (0.0..=1.0).contains(&r) => r,
+            Some(_) => {
+                warnings.push(format!(
+                    "OTEL_TRACES_SAMPLER_ARG={} is not a ratio in [0, 1]; using 1.0",
+                    arg.clone().unwrap_or_default()
+                ));
+                1.0
+            }
+        };
+    let sampler = match get("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+        None | Some("") | Some("parentbased_always_on") => SamplerSpec::ParentAlwaysOn,
+        Some("always_on") => SamplerSpec::AlwaysOn,
+        Some("always_off") => SamplerSpec::AlwaysOff,
+        Some("traceidratio") => SamplerSpec::Ratio(ratio(&mut warnings)),
+        Some("parentbased_always_off") => SamplerSpec::ParentAlwaysOff,
+        Some("parentbased_traceidratio") => SamplerSpec::ParentRatio(ratio(&mut warnings)),
+        Some(other) => {
+            warnings.push(format!(
+                "OTEL_TRACES_SAMPLER={other} is not supported; using parentbased_always_on"
+            ));
+            SamplerSpec::ParentAlwaysOn
+        }
+    };
+    let propagators: Vec<String> = get("OTEL_PROPAGATORS")
+        .unwrap_or_else(|| "tracecontext,baggage".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for p in &propagators {
+        if !matches!(p.as_str(), "tracecontext" | "baggage" | "none") {
+            warnings.push(format!(
+                "propagator {p} is not supported (tracecontext, baggage, none); ignored"
+            ));
+        }
+    }
+    let metric_interval = match get("OTEL_METRIC_EXPORT_INTERVAL").map(|v| v.trim().parse::<u64>())
+    {
+        None => Duration::from_secs(60),
+        Some(Ok(ms)) if ms > 0 => Duration::from_millis(ms),
+        Some(_) => {
+            warnings.push("OTEL_METRIC_EXPORT_INTERVAL must be a positive number of milliseconds; using 60000".into());
+            Duration::from_secs(60)
+        }
+    };
+    OtelEnv {
+        disabled,
+        traces,
+        metrics,
+        logs,
+        protocol,
+        endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|e| !e.is_empty()),
+        sampler,
+        propagators,
+        metric_interval,
+        warnings,
+    }
+}
+
+impl SamplerSpec {
+    fn build(&self) -> Sampler {
+        match *self {
+            SamplerSpec::AlwaysOn => Sampler::AlwaysOn,
+            SamplerSpec::AlwaysOff => Sampler::AlwaysOff,
+            SamplerSpec::Ratio(r) => Sampler::TraceIdRatioBased(r),
+            SamplerSpec::ParentAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            SamplerSpec::ParentAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            SamplerSpec::ParentRatio(r) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+            }
+        }
+    }
+}
+
+/// Spans in the export queue; above the queue size a span is dropped and counted, so the
+/// request path never waits for the exporter.
+const QUEUE: usize = 4096;
+
+/// Counts spans that have left the queue (exported or failed).
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    queued: Arc<AtomicU64>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        let n = batch.len() as u64;
+        let queued = self.queued.clone();
+        let fut = self.inner.export(batch);
+        async move {
+            let r = fut.await;
+            queued.fetch_sub(n, Ordering::Relaxed);
+            r
+        }
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource)
+    }
+}
+
+/// Admits a span to the batch processor only while the queue has room.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    queued: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx)
+    }
+    fn on_end(&self, span: SpanData) {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE as u64 {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inner.on_end(span)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource)
+    }
+}
+
+/// The installed providers.
+pub struct Telemetry {
+    /// Traces, when enabled.
+    pub tracer: Option<SdkTracerProvider>,
+    /// Metrics, when enabled.
+    pub meter: Option<SdkMeterProvider>,
+    /// Logs, when enabled.
+    pub logger: Option<SdkLoggerProvider>,
+    /// Telemetry items dropped because an export queue was full.
+    pub dropped: Arc<AtomicU64>,
+    /// The parsed environment.
+    pub env: OtelEnv,
+}
+
+fn span_exporter_processor(env: &OtelEnv, dropped: Arc<AtomicU64>) -> anyhow::Result<Bounded> {
+    let queued = Arc::new(AtomicU64::new(0));
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(QUEUE * 2)
+        .with_max_export_batch_size(512)
+        .with_scheduled_delay(Duration::from_millis(1000))
+        .build();
+    let inner = match env.protocol[0] {
+        Protocol::Grpc => {
+            let e = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()?;
+            BatchSpanProcessor::builder(Counted {
+                inner: e,
+                queued: queued.clone(),
+            })
+            .with_batch_config(config)
+            .build()
+        }
+        Protocol::HttpProtobuf => {
+            let e = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build()?;
+            BatchSpanProcessor::builder(Counted {
+                inner: e,
+                queued: queued.clone(),
+            })
+            .with_batch_config(config)
+            .build()
+        }
+    };
+    Ok(Bounded {
+        inner,
+        queued,
+        dropped,
+    })
+}
+
+/// Builds the providers the environment asks for and installs the global propagator.
+/// The batch processors run on their own threads and block on export, so this must not be
+/// called from a current-thread runtime.
+pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut t = Telemetry {
+        tracer: None,
+        meter: None,
+        logger: None,
+        dropped: dropped.clone(),
+        env: env.clone(),
+    };
+    if env.disabled {
+        return Ok(t);
+    }
+    let mut props: Vec<Box<dyn opentelemetry::propagation::TextMapPropagator + Send + Sync>> =
+        Vec::new();
+    for p in &env.propagators {
+        match p.as_str() {
+            "tracecontext" => props.push(Box::new(TraceContextPropagator::new())),
+            "baggage" => props.push(Box::new(BaggagePropagator::new())),
+            _ => {}
+        }
+    }
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(props));
+
+    if env.traces != Exporter::None {
+        let mut b = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_sampler(env.sampler.build());
+        b = match env.traces {
+            Exporter::Otlp => {
+                b.with_span_processor(span_exporter_processor(&env, dropped.clone())?)
+            }
+            _ => b.with_simple_exporter(opentelemetry_stdout::SpanExporter::default()),
+        };
+        t.tracer = Some(b.build());
+    }
+    if env.metrics != Exporter::None {
+        let b = SdkMeterProvider::builder().with_resource(resource.clone());
+        let i = env.metric_interval;
+        let b = match (env.metrics, env.protocol[1]) {
+            (Exporter::Otlp, Protocol::Grpc) => b.with_reader(
+                PeriodicReader::builder(
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .with_tonic()
+                        .build()?,
+                )
+                .with_interval(i)
+                .build(),
+            ),
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_reader(
+                PeriodicReader::builder(
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .with_http()
+                        .build()?,
+                )
+                .with_interval(i)
+                .build(),
+            ),
+            _ => b.with_reader(
+                PeriodicReader::builder(opentelemetry_stdout::MetricExporter::default())
+                    .with_interval(i)
+                    .build(),
+            ),
+        };
+        t.meter = Some(b.build());
+    }
+    if env.logs != Exporter::None {
+        let b = SdkLoggerProvider::builder().with_resource(resource);
+        let b = match (env.logs, env.protocol[2]) {
+            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(
+                opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .build()?,
+            ),
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(
+                opentelemetry_otlp::LogExporter::builder()
+                    .with_http()
+                    .build()?,
+            ),
+            _ => b.with_simple_exporter(opentelemetry_stdout::LogExporter::default()),
+        };
+        t.logger = Some(b.build());
+    }
+    Ok(t)
+}
+
+impl Telemetry {
+    /// A tracer (a no-op one when traces are off).
+    pub fn tracer(&self) -> opentelemetry::global::BoxedTracer {
+        match &self.tracer {
+            Some(p) => opentelemetry::global::BoxedTracer::new(Box::new(p.tracer("inference-app"))),
+            None => opentelemetry::global::tracer("inference-app"),
+        }
+    }
+
+    /// Whether spans are exported anywhere.
+    pub fn tracing_enabled(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// Flushes and stops every provider.
+    pub fn shutdown(&self) {
+        if let Some(p) = &self.tracer {
+            let _ = p.force_flush();
+            let _ = p.shutdown();
+        }
+        if let Some(p) = &self.meter {
+            let _ = p.force_flush();
+            let _ = p.shutdown();
+        }
+        if let Some(p) = &self.logger {
+            let _ = p.force_flush();
+            let _ = p.shutdown();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> OtelEnv {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let e = env(&[]);
+        assert!(!e.disabled);
+        assert_eq!(
+            (e.traces, e.metrics, e.logs),
+            (Exporter::Otlp, Exporter::Otlp, Exporter::Otlp)
+        );
+        assert_eq!(e.protocol, [Protocol::HttpProtobuf; 3]);
+        assert_eq!(e.sampler, SamplerSpec::ParentAlwaysOn);
+        assert_eq!(e.propagators, vec!["tracecontext", "baggage"]);
+        assert_eq!(e.metric_interval, Duration::from_secs(60));
+        assert!(e.warnings.is_empty());
+    }
+
+    #[test]
+    fn what_kotel_injects_is_understood() {
+        let e = env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_LOGS_EXPORTER", "console"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "15000"),
+            ("OTEL_PROPAGATORS", "tracecontext"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317"),
+        ]);
+        assert_eq!(
+            e.protocol,
+            [Protocol::Grpc, Protocol::Grpc, Protocol::HttpProtobuf]
+        );
+        assert_eq!(e.sampler, SamplerSpec::ParentRatio(0.25));
+        assert_eq!(e.metrics, Exporter::None);
+        assert_eq!(e.logs, Exporter::Console);
+        assert_eq!(e.metric_interval, Duration::from_millis(15000));
+        assert_eq!(e.propagators, vec!["tracecontext"]);
+        assert_eq!(e.endpoint.as_deref(), Some("http://localhost:4317"));
+        assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+    }
+
+    #[test]
+    fn bad_values_fall_back_with_a_warning() {
+        let e = env(&[
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_PROPAGATORS", "b3"),
+        ]);
+        assert_eq!(e.traces, Exporter::Otlp);
+        assert_eq!(e.sampler, SamplerSpec::Ratio(1.0));
+        assert_eq!(e.metric_interval, Duration::from_secs(60));
+        assert_eq!(e.warnings.len(), 7, "{:?}", e.warnings);
+    }
+
+    #[test]
+    fn sdk_disabled() {
+        assert!(env(&[("OTEL_SDK_DISABLED", "TRUE")]).disabled);
+        assert!(!env(&[("OTEL_SDK_DISABLED", "false")]).disabled);
+    }
+}
