@@ -1,0 +1,392 @@
+//! Every endpoint and every kind of bad input, in process, with spans captured in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use inference_app::http::{AppState, router};
+use inference_app::metrics::AppMetrics;
+use inference_app::model::{Kind, Model};
+use inference_app::train::{TrainArgs, train};
+use opentelemetry::trace::{SpanKind, TracerProvider as _};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Fixture {
+    app: axum::Router,
+    state: Arc<AppState>,
+    spans: InMemorySpanExporter,
+    provider: SdkTracerProvider,
+}
+
+fn model() -> Model {
+    let dir = std::env::temp_dir().join(format!("inference-app-http-{}", std::process::id()));
+    if Model::load(&dir).is_err() {
+        train(&TrainArgs {
+            out: dir.clone(),
+            samples: 2000,
+            seed: 42,
+            kind: Kind::Linear,
+            hidden: 16,
+            extra_features: false,
+            epochs: 400,
+            name: "house-price".into(),
+            version: "1.0.0".into(),
+        })
+        .unwrap();
+    }
+    Model::load(&dir).unwrap()
+}
+
+fn fixture(body_limit: usize) -> Fixture {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let spans = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(provider.tracer("test")));
+    let state = Arc::new(AppState {
+        model: Arc::new(model()),
+        ready: AtomicBool::new(true),
+        tracer,
+        metrics: AppMetrics::new(None, "house-price", "1.0.0", Arc::new(AtomicU64::new(0))),
+        tracing_enabled: true,
+        collector_endpoint: Some("http://localhost:4318".into()),
+    });
+    Fixture {
+        app: router(state.clone(), body_limit),
+        state,
+        spans,
+        provider,
+    }
+}
+
+async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let resp = f.app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, headers, v)
+}
+
+fn post(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn service_info_health_and_readiness() {
+    let f = fixture(1 << 20);
+    let (s, _, v) = call(&f, get("/")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "POST /predict")
+    );
+    let (s, _, v) = call(&f, get("/health")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({"status": "ok", "tracing_enabled": true, "collector_endpoint": "http://localhost:4318"})
+    );
+    assert_eq!(call(&f, get("/ready")).await.0, StatusCode::OK);
+    assert_eq!(call(&f, get("/v2/health/ready")).await.0, StatusCode::OK);
+    assert_eq!(call(&f, get("/v2/health/live")).await.0, StatusCode::OK);
+    f.state
+        .ready
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        call(&f, get("/ready")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        call(&f, get("/v2/models/house-price/ready")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn predict_single_and_batch() {
+    let f = fixture(1 << 20);
+    let (s, h, v) = call(&f, post("/predict", r#"{"features": [1500]}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let p = v["predicted_price"].as_f64().unwrap();
+    assert!((p - 275_000.0).abs() < 275_000.0 * 0.05, "{p}");
+    assert_eq!(v["model_name"], "house-price");
+    assert_eq!(v["model_version"], "1.0.0");
+    assert!(v["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["trace_id"].as_str().unwrap().len(), 32);
+    assert_eq!(
+        h["x-request-id"].to_str().unwrap(),
+        v["request_id"].as_str().unwrap()
+    );
+
+    let (s, _, v) = call(
+        &f,
+        post("/predict", r#"{"instances": [[1000], [2000], [3000]]}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 3);
+
+    let req = Request::post("/predict")
+        .header("content-type", "application/json")
+        .header("x-request-id", "mine-123")
+        .body(Body::from(r#"{"features": [1500]}"#))
+        .unwrap();
+    let (_, h, v) = call(&f, req).await;
+    assert_eq!(v["request_id"], "mine-123");
+    assert_eq!(h["x-request-id"], "mine-123");
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_that_names_the_problem() {
+    let f = fixture(1024);
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            post("/predict", "not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            Request::post("/predict")
+                .body(Body::from(r#"{"features":[1]}"#))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+        (
+            Request::post("/predict")
+                .header("content-type", "text/plain")
+                .body(Body::from("x"))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "text/plain",
+        ),
+        (
+            post("/predict", "{}"),
+            StatusCode::BAD_REQUEST,
+            "missing field \"features\"",
+        ),
+        (
+            post("/predict", r#"{"feature": [1]}"#),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            post("/predict", r#"{"features": [1, 2]}"#),
+            StatusCode::BAD_REQUEST,
+            "expected 1 features",
+        ),
+        (
+            post("/predict", r#"{"features": []}"#),
+            StatusCode::BAD_REQUEST,
+            "expected 1 features",
+        ),
+        (
+            post("/predict", r#"{"features": [NaN]}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            post("/predict", r#"{"features": [1e400]}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            post("/predict", r#"{"features": ["big"]}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON",
+        ),
+        (
+            post("/predict", r#"{"instances": []}"#),
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            post("/predict", r#"{"features": [1], "instances": [[1]]}"#),
+            StatusCode::BAD_REQUEST,
+            "not both",
+        ),
+        (
+            post(
+                "/predict",
+                &format!(r#"{{"instances": [{}]}}"#, vec!["[1]"; 600].join(",")),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+        ),
+        (
+            get("/v2/models/other"),
+            StatusCode::NOT_FOUND,
+            "unknown model",
+        ),
+        (
+            post("/v2/models/other/infer", "{}"),
+            StatusCode::NOT_FOUND,
+            "unknown model",
+        ),
+        (
+            post(
+                "/v2/models/house-price/infer",
+                r#"{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "shape [N, 1]",
+        ),
+        (
+            post(
+                "/v2/models/house-price/infer",
+                r#"{"inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP32", "data": [1]}]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "has 1 values",
+        ),
+        (
+            post(
+                "/v2/models/house-price/infer",
+                r#"{"inputs": [{"name": "input", "shape": [1, 1], "datatype": "BYTES", "data": ["a"]}]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "FP32 or FP64",
+        ),
+        (
+            post("/v2/models/house-price/infer", r#"{"inputs": []}"#),
+            StatusCode::BAD_REQUEST,
+            "exactly one input",
+        ),
+        (get("/nowhere"), StatusCode::NOT_FOUND, "no endpoint"),
+        (
+            get("/predict"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+    ];
+    for (req, code, needle) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (s, _, v) = call(&f, req).await;
+        assert_eq!(s, code, "{what}: {v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error field in {v}"));
+        assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
+    }
+    let metrics = f.state.metrics.encode();
+    assert!(
+        metrics
+            .contains(r#"inference_requests_total{model="house-price",outcome="invalid_input"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn open_inference_protocol_v2() {
+    let f = fixture(1 << 20);
+    let (s, _, v) = call(&f, get("/v2")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["name"], "inference-app");
+    let (s, _, v) = call(&f, get("/v2/models/house-price")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["inputs"][0]["shape"], json!([-1, 1]));
+    assert_eq!(v["outputs"][0]["name"], "predicted_price");
+    let body = r#"{"id": "r1", "inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP64", "data": [[1500], [3000]]}]}"#;
+    let (s, _, v) = call(&f, post("/v2/models/house-price/infer", body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["id"], "r1");
+    assert_eq!(v["outputs"][0]["shape"], json!([2, 1]));
+    let data = v["outputs"][0]["data"].as_array().unwrap();
+    assert!(data[0].as_f64().unwrap() < data[1].as_f64().unwrap());
+}
+
+#[tokio::test]
+async fn spans_continue_the_incoming_trace_with_child_spans() {
+    let f = fixture(1 << 20);
+    let tid = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let req = Request::post("/predict")
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{tid}-00f067aa0ba902b7-01"))
+        .body(Body::from(r#"{"features": [2000]}"#))
+        .unwrap();
+    let (_, _, v) = call(&f, req).await;
+    assert_eq!(v["trace_id"], tid);
+    f.provider.force_flush().unwrap();
+    let spans = f.spans.get_finished_spans().unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /predict")
+        .expect("server span");
+    assert_eq!(server.span_kind, SpanKind::Server);
+    assert_eq!(server.span_context.trace_id().to_string(), tid);
+    assert_eq!(server.parent_span_id.to_string(), "00f067aa0ba902b7");
+    let attr = |k: &str| {
+        server
+            .attributes
+            .iter()
+            .find(|a| a.key.as_str() == k)
+            .map(|a| a.value.to_string())
+    };
+    assert_eq!(attr("http.request.method").as_deref(), Some("POST"));
+    assert_eq!(attr("http.route").as_deref(), Some("/predict"));
+    assert_eq!(attr("http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(attr("url.path").as_deref(), Some("/predict"));
+    for child in ["preprocess", "inference", "postprocess"] {
+        let c = spans
+            .iter()
+            .find(|s| s.name == child)
+            .unwrap_or_else(|| panic!("{child} span"));
+        assert_eq!(
+            c.parent_span_id,
+            server.span_context.span_id(),
+            "{child} is a child of the server span"
+        );
+    }
+    let inf = spans.iter().find(|s| s.name == "inference").unwrap();
+    assert!(
+        inf.attributes
+            .iter()
+            .any(|a| a.key.as_str() == "model.name" && a.value.to_string() == "house-price")
+    );
+}
+
+#[tokio::test]
+async fn metrics_endpoint_exposes_service_and_model_metrics() {
+    let f = fixture(1 << 20);
+    call(&f, post("/predict", r#"{"features": [1500]}"#)).await;
+    let resp = f.app.clone().oneshot(get("/metrics")).await.unwrap();
+    let body = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for needle in [
+        "http_server_request_duration_seconds_bucket",
+        "http_server_active_requests",
+        r#"inference_requests_total{model="house-price",outcome="ok"} 1"#,
+        "inference_duration_seconds_count",
+        "inference_prediction_bucket",
+        "inference_batch_size_bucket",
+        r#"model_info{name="house-price",version="1.0.0"} 1"#,
+        "telemetry_dropped_items_total 0",
+    ] {
+        assert!(body.contains(needle), "/metrics lacks {needle}:\n{body}");
+    }
+}
