@@ -1,7 +1,6 @@
 //! `train`: a synthetic house-price data set and a candle-nn model fitted to it.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
@@ -233,6 +232,7 @@ impl FlattenVar for Var {
 mod tests {
     use super::*;
     use crate::model::ModelError;
+    use std::path::Path;
 
     fn args(dir: &Path, kind: Kind) -> TrainArgs {
         TrainArgs {

@@ -1,0 +1,357 @@
+//! `serve` as a real process, configured only by OTEL_* env, exporting to an OTLP/gRPC
+//! receiver that runs inside this test.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use inference_app::model::Kind;
+use inference_app::train::{TrainArgs, train};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+#[derive(Clone, Default)]
+struct Sink {
+    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    metrics: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
+    logs: Arc<Mutex<Vec<ExportLogsServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.traces.lock().unwrap().push(r.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.metrics.lock().unwrap().push(r.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Sink {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.logs.lock().unwrap().push(r.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn attr(r: &Option<Resource>, key: &str) -> Option<String> {
+    r.as_ref()?
+        .attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(string)
+}
+
+fn string(kv: &KeyValue) -> Option<String> {
+    match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => Some(s.clone()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identity() {
+    let dir = std::env::temp_dir().join(format!("inference-app-otlp-{}", std::process::id()));
+    train(&TrainArgs {
+        out: dir.clone(),
+        samples: 1000,
+        seed: 1,
+        kind: Kind::Linear,
+        hidden: 8,
+        extra_features: false,
+        epochs: 300,
+        name: "house-price".into(),
+        version: "2.0.0".into(),
+    })
+    .unwrap();
+
+    let sink = Sink::default();
+    let otlp_port = free_port();
+    let s = sink.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(s.clone()))
+            .add_service(MetricsServiceServer::new(s.clone()))
+            .add_service(LogsServiceServer::new(s))
+            .serve(format!("127.0.0.1:{otlp_port}").parse().unwrap())
+            .await
+            .unwrap();
+    });
+
+    let app_port = free_port();
+    let server = Server(
+        Command::new(env!("CARGO_BIN_EXE_inference-app"))
+            .args([
+                "serve",
+                "--model-dir",
+                dir.to_str().unwrap(),
+                "--addr",
+                &format!("127.0.0.1:{app_port}"),
+            ])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("OTEL_SERVICE_NAME", "house-price-e2e")
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.namespace.name=shop,k8s.pod.name=house-price-abc,service.version=2.0.0",
+            )
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{otlp_port}"),
+            )
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            .env("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+            .env("OTEL_PROPAGATORS", "tracecontext,baggage")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{app_port}");
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        if client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health: serde_json::Value = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["tracing_enabled"], true);
+    assert_eq!(
+        health["collector_endpoint"],
+        format!("http://127.0.0.1:{otlp_port}")
+    );
+
+    let joined = "0af7651916cd43dd8448eb211c80319c";
+    let r: serde_json::Value = client
+        .post(format!("{base}/predict"))
+        .header("traceparent", format!("00-{joined}-b7ad6b7169203331-01"))
+        .json(&serde_json::json!({"features": [1500]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["trace_id"], joined,
+        "a request carrying traceparent joins that trace"
+    );
+    let fresh: serde_json::Value = client
+        .post(format!("{base}/predict"))
+        .json(&serde_json::json!({"features": [2500]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh_id = fresh["trace_id"].as_str().unwrap().to_string();
+    assert_ne!(fresh_id, joined);
+    assert_ne!(fresh_id, "00000000000000000000000000000000");
+
+    // Spans: the server span of each request, with the injected identity on the resource.
+    wait_until("both traces", || {
+        let t = sink.traces.lock().unwrap();
+        let ids: Vec<String> = t
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .filter(|s| s.name == "POST /predict")
+            .map(|s| hex(&s.trace_id))
+            .collect();
+        ids.contains(&joined.to_string()) && ids.contains(&fresh_id)
+    })
+    .await;
+    {
+        let t = sink.traces.lock().unwrap();
+        let rs = t.iter().flat_map(|r| &r.resource_spans).next().unwrap();
+        assert_eq!(
+            attr(&rs.resource, "service.name").as_deref(),
+            Some("house-price-e2e")
+        );
+        assert_eq!(
+            attr(&rs.resource, "k8s.namespace.name").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            attr(&rs.resource, "k8s.pod.name").as_deref(),
+            Some("house-price-abc")
+        );
+        let spans: Vec<_> = t
+            .iter()
+            .flat_map(|r| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .collect();
+        let server = spans
+            .iter()
+            .find(|s| hex(&s.trace_id) == joined && s.name == "POST /predict")
+            .unwrap();
+        assert_eq!(hex(&server.parent_span_id), "b7ad6b7169203331");
+        for child in ["preprocess", "inference", "postprocess"] {
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s.name == child && s.parent_span_id == server.span_id),
+                "{child} span under the server span"
+            );
+        }
+    }
+
+    // Metrics.
+    wait_until("the service's metrics", || {
+        let m = sink.metrics.lock().unwrap();
+        let names: Vec<String> = m
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .map(|m| m.name.clone())
+            .collect();
+        [
+            "http.server.request.duration",
+            "inference.requests",
+            "inference.duration",
+            "inference.prediction",
+            "model.info",
+        ]
+        .iter()
+        .all(|n| names.iter().any(|x| x == n))
+    })
+    .await;
+    {
+        let m = sink.metrics.lock().unwrap();
+        let rm = m.iter().flat_map(|r| &r.resource_metrics).next().unwrap();
+        assert_eq!(
+            attr(&rm.resource, "service.name").as_deref(),
+            Some("house-price-e2e")
+        );
+        assert_eq!(
+            attr(&rm.resource, "k8s.namespace.name").as_deref(),
+            Some("shop")
+        );
+    }
+
+    // Logs: the access log line of the fresh request, correlated with its trace.
+    wait_until("a log record of the fresh trace", || {
+        let l = sink.logs.lock().unwrap();
+        l.iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| &sl.log_records)
+            .any(|rec| hex(&rec.trace_id) == fresh_id)
+    })
+    .await;
+    {
+        let l = sink.logs.lock().unwrap();
+        let rl = l.iter().flat_map(|r| &r.resource_logs).next().unwrap();
+        assert_eq!(
+            attr(&rl.resource, "service.name").as_deref(),
+            Some("house-price-e2e")
+        );
+    }
+
+    // SIGTERM drains and exits cleanly.
+    let mut server = server;
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
