@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark (not a test): inference-app against the seed's Python service
+# (../shared/peers/seed000, only here), both exporting to one live OTLP sink, under the same
+# wrk load (POST /predict {"features":[1500]}). Prints a Markdown table for the README.
+#
+#   bench/inference.sh            # DURATION=15 CONNECTIONS=64 by default
+#
+# Needs: wrk (Debian), Python 3 with the peer's packages (installed into
+# ~/.cache/kotel-bench/venv on first use), a release build of inference-app.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+peer=${PEER_DIR:-$repo/../shared/peers/seed000}
+venv=${BENCH_VENV:-$HOME/.cache/kotel-bench/venv}
+duration=${DURATION:-15}
+conns=${CONNECTIONS:-64}
+work=$(mktemp -d /tmp/kotel-bench-inference.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pkill -f "uvicorn app:app --host 127.0.0.1 --port 1899" 2>/dev/null || true; }
+trap cleanup EXIT
+
+[ -d "$peer" ] || { echo "the Python peer is not at $peer (set PEER_DIR)" >&2; exit 1; }
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+if [ ! -x "$venv/bin/uvicorn" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q fastapi uvicorn scikit-learn numpy pydantic opentelemetry-sdk \
+    opentelemetry-exporter-otlp-proto-grpc opentelemetry-instrumentation-fastapi \
+    opentelemetry-instrumentation-logging grpcio
+fi
+cargo build -q --release -p inference-app
+app=${CARGO_TARGET_DIR:-target}/release/inference-app
+"$app" train --out "$work/model" >/dev/null
+cp "$peer/app.py" "$peer/house_price_model.pkl" "$work/"
+
+sink_port=18990
+"$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$work/sink.log" 2>&1 &
+pids+=($!)
+sleep 2
+
+wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null -XPOST -H 'content-type: application/json' -d '{"features":[1500]}' "$1" && return 0; sleep 0.2; done; return 1; }
+# All pids of a process tree (uvicorn workers are children).
+tree() { local p=$1; echo "$p"; for c in $(pgrep -P "$p" || true); do tree "$c"; done; }
+ticks() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+rss_kb() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
+to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else {sub(/s$/,"",v); print v*1000} }'; }
+
+# measure NAME PID URL → one table row; sets $rps
+measure() {
+  local name=$1 pid=$2 url=$3
+  wrk -t2 -c"$conns" -d3s -s "$peer/post.lua" "$url" >/dev/null 2>&1 || true   # warm-up
+  local hz; hz=$(getconf CLK_TCK)
+  local t0; t0=$(ticks "$pid")
+  local peak=0
+  ( while sleep 0.5; do rss_kb "$pid"; done ) >"$work/rss.$pid" &
+  local sampler=$!
+  wrk -t2 -c"$conns" -d"${duration}s" -s "$peer/post.lua" "$url" --latency >"$work/wrk.$pid" 2>&1
+  kill "$sampler" 2>/dev/null || true
+  local t1; t1=$(ticks "$pid")
+  peak=$(sort -n "$work/rss.$pid" | tail -1)
+  rps=$(awk '/Requests\/sec/{print $2}' "$work/wrk.$pid")
+  local p50 p99
+  p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$work/wrk.$pid")")
+  p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$work/wrk.$pid")")
+  local cpu; cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v d="$duration" 'BEGIN{printf "%.0f", (b-a)/hz/d*100}')
+  printf '| %s | %.0f | %.2f | %.2f | %s%% | %.0f MiB |\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$((peak / 1024))" >>"$work/table"
+}
+
+echo "| service (wrk -t2 -c$conns, ${duration}s, 2 cores shared with wrk and the sink) | requests/s | p50 ms | p99 ms | CPU | RSS |" >"$work/table"
+echo "|---|---|---|---|---|---|" >>"$work/table"
+
+peer_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_INSECURE=true)
+for workers in 1 2; do
+  port=$((18990 + workers))
+  (cd "$work" && env "${peer_env[@]}" "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$port" --workers "$workers" >/dev/null 2>&1) &
+  pid=$!; pids+=($pid)
+  wait_http "http://127.0.0.1:$port/predict/"
+  upid=$(pgrep -f "uvicorn app:app --host 127.0.0.1 --port $port" | head -1)
+  measure "Python seed (FastAPI + OTel), $workers uvicorn worker(s)" "$upid" "http://127.0.0.1:$port/predict/"
+  [ "$workers" = 1 ] && peer_rps=$rps
+  pkill -f "uvicorn app:app --host 127.0.0.1 --port $port" || true
+  sleep 1
+done
+
+app_env=(OTEL_SERVICE_NAME=house-price OTEL_RESOURCE_ATTRIBUTES=k8s.namespace.name=bench
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_PROTOCOL=grpc)
+for mode in on off; do
+  port=$((18995 + ${#mode}))
+  extra=(); [ "$mode" = off ] && extra=(OTEL_SDK_DISABLED=true)
+  env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+  pid=$!; pids+=($pid)
+  wait_http "http://127.0.0.1:$port/predict"
+  measure "inference-app, telemetry $mode" "$pid" "http://127.0.0.1:$port/predict"
+  if [ "$mode" = on ]; then
+    on_rps=$rps
+    half=$(awk -v r="$rps" 'BEGIN{printf "%d", r/2}')
+    "$app" load --url "http://127.0.0.1:$port/predict" --rate "$half" --duration "$duration" --concurrency 32 --quiet >"$work/half"
+    half_p99=$(awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/half")
+    dropped=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^telemetry_dropped_items_total/{print $2}')
+  else
+    off_rps=$rps
+  fi
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+cat "$work/table"
+awk -v on="$on_rps" -v off="$off_rps" -v peer="$peer_rps" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" 'BEGIN{
+  printf "\n- inference-app with telemetry on / Python seed, one worker: %.0fx\n", on/peer
+  printf "- telemetry overhead (1 - on/off): %.1f%%\n", (1-on/off)*100
+  printf "- p99 at half the max rate (%d req/s, inference-app load): %s ms\n", hr, half
+  printf "- spans dropped by the bounded export queue during the run: %s\n", d
+}'
+echo "- OTLP sink received: $(tail -1 "$work/sink.log")"
