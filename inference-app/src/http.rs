@@ -33,7 +33,7 @@ pub struct AppState {
     /// Set after the model is loaded and warmed up.
     pub ready: AtomicBool,
     /// Tracer for request spans.
-    pub tracer: opentelemetry::global::BoxedTracer,
+    pub tracer: opentelemetry_sdk::trace::SdkTracer,
     /// Metrics.
     pub metrics: AppMetrics,
     /// Whether spans are exported.

@@ -33,6 +33,13 @@ pub struct ServeArgs {
 
 /// Runs the service (blocking until shutdown).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // The model is tiny: spreading one forward pass over a thread pool costs far more in
+    // synchronisation than the matmul itself (it halved throughput), and requests are already
+    // parallel across tokio's workers. RAYON_NUM_THREADS set by the user still wins.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet; this runs before the runtime and any candle call.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
     // Refuse to start without a usable model, before anything else happens.
     let model = Model::load(&args.model_dir)?;
     let env = telemetry::parse(|k| std::env::var(k).ok());
@@ -40,7 +47,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let resource = Resource::builder().build();
-    let tel = {
+    let mut tel = {
         let _g = rt.enter();
         telemetry::init(env, resource)?
     };
@@ -77,10 +84,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         &model.card.version,
         tel.dropped.clone(),
     );
+    let tracer = tel.tracer();
     let state = Arc::new(AppState {
         model: Arc::new(model),
         ready: AtomicBool::new(false),
-        tracer: tel.tracer(),
+        tracer,
         metrics,
         tracing_enabled: tel.tracing_enabled(),
         collector_endpoint: tel.env.endpoint.clone(),

@@ -293,6 +293,7 @@ pub struct Telemetry {
     pub dropped: Arc<AtomicU64>,
     /// The parsed environment.
     pub env: OtelEnv,
+    tracing_on: bool,
 }
 
 fn span_exporter_processor(env: &OtelEnv, dropped: Arc<AtomicU64>) -> anyhow::Result<Bounded> {
@@ -344,6 +345,7 @@ pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
         logger: None,
         dropped: dropped.clone(),
         env: env.clone(),
+        tracing_on: true,
     };
     if env.disabled {
         return Ok(t);
@@ -422,17 +424,21 @@ pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
 }
 
 impl Telemetry {
-    /// A tracer (a no-op one when traces are off).
-    pub fn tracer(&self) -> opentelemetry::global::BoxedTracer {
-        match &self.tracer {
-            Some(p) => opentelemetry::global::BoxedTracer::new(Box::new(p.tracer("inference-app"))),
-            None => opentelemetry::global::tracer("inference-app"),
-        }
+    /// The request tracer. With traces off it samples nothing and exports nothing, but requests
+    /// still get trace ids for their replies and logs.
+    pub fn tracer(&mut self) -> opentelemetry_sdk::trace::SdkTracer {
+        let p = self.tracer.get_or_insert_with(|| {
+            self.tracing_on = false;
+            SdkTracerProvider::builder()
+                .with_sampler(Sampler::AlwaysOff)
+                .build()
+        });
+        p.tracer("inference-app")
     }
 
     /// Whether spans are exported anywhere.
     pub fn tracing_enabled(&self) -> bool {
-        self.tracer.is_some()
+        self.tracing_on && self.tracer.is_some()
     }
 
     /// Flushes and stops every provider.

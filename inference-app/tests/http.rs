@@ -48,7 +48,7 @@ fn fixture(body_limit: usize) -> Fixture {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(spans.clone())
         .build();
-    let tracer = opentelemetry::global::BoxedTracer::new(Box::new(provider.tracer("test")));
+    let tracer = provider.tracer("test");
     let state = Arc::new(AppState {
         model: Arc::new(model()),
         ready: AtomicBool::new(true),
