@@ -270,6 +270,15 @@ impl Operator {
         kubeconfig: Option<&std::path::Path>,
         lease_namespace: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_env(kubeconfig, lease_namespace, &[]).await
+    }
+
+    /// Starts it with extra environment variables.
+    pub async fn start_env(
+        kubeconfig: Option<&std::path::Path>,
+        lease_namespace: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let bin = std::env::var_os("KOTEL_OPERATOR_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -291,6 +300,10 @@ impl Operator {
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let child = cmd
             .args([
                 "run",
@@ -300,7 +313,6 @@ impl Operator {
                 lease_namespace,
             ])
             .env("POD_NAME", format!("e2e-{port}"))
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(std::fs::File::create(&log)?)
             .stderr(Stdio::inherit())
             .spawn()
@@ -444,4 +456,62 @@ pub fn impersonating_kubeconfig(user: &str, path: &std::path::Path) -> anyhow::R
     }
     std::fs::write(path, serde_norway::to_string(&cfg)?)?;
     Ok(())
+}
+
+/// A minimal OTLP/HTTP receiver on loopback: counts the requests per path (e.g. `/v1/traces`)
+/// and answers 200, so the operator's own exporter has a live endpoint.
+pub struct OtlpHttpSink {
+    /// Its base URL.
+    pub url: String,
+    /// (path, body bytes) of every request received.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<(String, usize)>>>,
+}
+
+impl OtlpHttpSink {
+    /// Starts it on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let received: std::sync::Arc<std::sync::Mutex<Vec<(String, usize)>>> = Default::default();
+        let r = received.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        let n = match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + len {
+                            continue;
+                        }
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        r.lock().unwrap().push((path, len));
+                        buf.drain(..end + 4 + len);
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                });
+            }
+        });
+        Ok(OtlpHttpSink { url, received })
+    }
 }

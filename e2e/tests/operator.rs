@@ -687,3 +687,52 @@ async fn helm_install_and_the_operator_works_with_the_charts_rbac() -> anyhow::R
     ns.cleanup().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_operator_exports_its_own_traces_when_an_otlp_endpoint_is_set() -> anyhow::Result<()> {
+    let (client, ns) = setup("selftrace", json!({})).await?;
+    let sink = OtlpHttpSink::start().await?;
+    let op = Operator::start_env(
+        None,
+        "default",
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.url)],
+    )
+    .await?;
+    ns.apply(instrumentation(
+        "otel",
+        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
+    ))
+    .await?;
+    ns.apply(deployment(
+        "traced",
+        json!({"kotel.dev/inject": "true"}),
+        json!([]),
+    ))
+    .await?;
+    wait_deploy(&client, &ns.name, "traced", "injection", |d| {
+        template_hash(d).is_some()
+    })
+    .await?;
+    wait_for("reconcile spans at /v1/traces", T, || async {
+        Ok(sink
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, len)| p == "/v1/traces" && *len > 0))
+    })
+    .await?;
+    // The JSON log lines carry the reconcile's trace id.
+    let log = std::fs::read_to_string(&op.log)?;
+    let line = log
+        .lines()
+        .find(|l| l.contains("injected Instrumentation") && l.contains("traced"))
+        .expect("an injection log line");
+    let v: serde_json::Value = serde_json::from_str(line)?;
+    let tid = v["span"]["trace_id"].as_str().unwrap_or_default();
+    assert_eq!(tid.len(), 32, "trace_id in {line}");
+    assert_ne!(tid, "00000000000000000000000000000000");
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}
