@@ -23,7 +23,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{Instrument, Span, field, info, warn};
+use tracing::{Instrument, field, info, warn};
 
 use crate::annotations::{self, InjectRef, PickError, Resolved, SidecarRef, Sources};
 use crate::collector::{Collector, Mode, validate_config};
@@ -1007,7 +1007,6 @@ pub async fn run(
             info!("caches synced");
         }
     };
-    let _ = Span::current();
     tokio::select! {
         _ = async { tokio::join!(
             deployment_controller.inspect(|_| info!("deployment controller stopped")),
