@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Namespace, PodSpec};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -838,7 +838,8 @@ fn spec_changes<K: Resource>()
 }
 
 /// Drops what kotel never reads from the cached Deployments (other managers' field sets,
-/// the last-applied annotation, status), which is most of their size.
+/// the last-applied annotation, status, and of the pod spec everything but container names,
+/// images and env var names), which is most of their size.
 fn trim_deployment(d: &mut Deployment) {
     if let Some(mf) = d.metadata.managed_fields.as_mut() {
         mf.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
@@ -847,6 +848,30 @@ fn trim_deployment(d: &mut Deployment) {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
     d.status = None;
+    let Some(pod) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+        return;
+    };
+    let slim = |c: &Container| Container {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        env: c.env.as_ref().map(|env| {
+            env.iter()
+                .map(|e| EnvVar {
+                    name: e.name.clone(),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    };
+    *pod = PodSpec {
+        containers: pod.containers.iter().map(slim).collect(),
+        init_containers: pod
+            .init_containers
+            .as_ref()
+            .map(|i| i.iter().map(slim).collect()),
+        ..Default::default()
+    };
 }
 
 /// Waits until kotel's CRDs are established, so that watches on them do not fail.
@@ -1016,4 +1041,57 @@ pub async fn run(
         _ = fanout => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimmed_deployments_keep_what_decisions_read() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "d", "namespace": "n",
+                "annotations": {"kotel.dev/inject": "true", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
+                "managedFields": [
+                    {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {}}},
+                    {"manager": "kotel", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+                ]},
+            "spec": {"selector": {}, "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "x"}, "annotations": {"kotel.dev/config-hash": "h"}},
+                "spec": {"containers": [{"name": "app", "image": "app:1", "env": [{"name": "A", "value": "secret-ish"}],
+                          "resources": {"limits": {"cpu": "1"}}}],
+                         "initContainers": [{"name": "kotel-collector", "image": "c", "args": ["--config=env:X"]}],
+                         "volumes": [{"name": "v", "emptyDir": {}}]}}},
+            "status": {"replicas": 1}
+        }))
+        .unwrap();
+        trim_deployment(&mut d);
+        assert!(d.status.is_none());
+        let mf = d.metadata.managed_fields.as_ref().unwrap();
+        assert_eq!(mf.len(), 1);
+        assert_eq!(mf[0].manager.as_deref(), Some("kotel"));
+        assert!(
+            !d.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key("kubectl.kubernetes.io/last-applied-configuration")
+        );
+        assert_eq!(current_hash(&d), Some("h"));
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert!(pod.volumes.is_none());
+        let c = &pod.containers[0];
+        assert_eq!(
+            (c.name.as_str(), c.image.as_deref()),
+            ("app", Some("app:1"))
+        );
+        assert!(c.resources.is_none());
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(env[0].name, "A");
+        assert!(env[0].value.is_none());
+        assert_eq!(
+            pod.init_containers.as_ref().unwrap()[0].name,
+            "kotel-collector"
+        );
+    }
 }
