@@ -24,11 +24,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map(|kb| kb / 1024.0)
@@ -120,8 +124,9 @@ async fn main() -> anyhow::Result<()> {
     while patched.lock().unwrap().len() < n {
         if Instant::now() > deadline {
             anyhow::bail!(
-                "only {} of {n} patched after 300 s",
-                patched.lock().unwrap().len()
+                "only {} of {n} patched in time (peak RSS {:.1} MiB)",
+                patched.lock().unwrap().len(),
+                peak_rss_mib(op.pid())
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(steady)).await;
     let steady_writes = op.metric_sum("kotel_writes_total").await? - w0;
     let rss = peak_rss_mib(op.pid());
+    let rss_now = status_mib(op.pid(), "VmRSS:");
     op.stop()?;
     ns.cleanup().await;
 
@@ -160,6 +166,6 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 100.0)
     );
     println!("writes during {steady} s of steady state: {steady_writes}");
-    println!("operator peak RSS: {rss:.1} MiB");
+    println!("operator peak RSS: {rss:.1} MiB (after the steady state: {rss_now:.1} MiB)");
     Ok(())
 }
