@@ -412,16 +412,17 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     Ok((code, body))
 }
 
-/// Runs kubectl (KOTEL_KUBECTL, else `kubectl` on PATH) and returns stdout.
-pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
-    let bin = std::env::var("KOTEL_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+/// Runs a CLI (the path in `env_var`, else `name` on PATH) and returns its stdout, or an
+/// error with its stderr.
+fn run_cli(name: &str, env_var: &str, args: &[&str]) -> anyhow::Result<String> {
+    let bin = std::env::var(env_var).unwrap_or_else(|_| name.into());
     let out = Command::new(&bin)
         .args(args)
         .output()
         .with_context(|| format!("running {bin}"))?;
     if !out.status.success() {
         bail!(
-            "kubectl {} failed: {}",
+            "{name} {} failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -429,21 +430,14 @@ pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs kubectl (KOTEL_KUBECTL, else `kubectl` on PATH) and returns stdout.
+pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
+    run_cli("kubectl", "KOTEL_KUBECTL", args)
+}
+
 /// Runs helm (KOTEL_HELM, else `helm` on PATH) and returns stdout.
 pub fn helm(args: &[&str]) -> anyhow::Result<String> {
-    let bin = std::env::var("KOTEL_HELM").unwrap_or_else(|_| "helm".into());
-    let out = Command::new(&bin)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {bin}"))?;
-    if !out.status.success() {
-        bail!(
-            "helm {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run_cli("helm", "KOTEL_HELM", args)
 }
 
 /// A copy of the current kubeconfig whose user impersonates `user`, written to `path`.
