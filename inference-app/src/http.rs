@@ -79,15 +79,57 @@ fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
+/// The routes of the router, as static strings for metric labels and span names (no
+/// allocation per request).
+const ROUTES: [&str; 11] = [
+    "/",
+    "/health",
+    "/ready",
+    "/predict",
+    "/metrics",
+    "/v2",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/v2/models/{name}",
+    "/v2/models/{name}/ready",
+    "/v2/models/{name}/infer",
+];
+
+fn static_route(path: Option<&str>) -> &'static str {
+    match path {
+        Some("/predict/") => "/predict",
+        Some(p) => ROUTES
+            .iter()
+            .find(|r| **r == p)
+            .copied()
+            .unwrap_or("unmatched"),
+        None => "unmatched",
+    }
+}
+
+fn static_method(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 /// Server span, request id, HTTP metrics and the access log, around every request.
 async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let method = static_method(req.method());
+    let route = static_route(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     let path = req.uri().path().to_string();
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
@@ -104,8 +146,8 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let mut attrs = vec![
-        KeyValue::new("http.request.method", method.clone()),
-        KeyValue::new("http.route", route.clone()),
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("http.route", route),
         KeyValue::new("url.path", path.clone()),
         KeyValue::new("url.scheme", "http"),
         KeyValue::new("request.id", request_id.clone()),
@@ -124,9 +166,9 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
         cx: cx.clone(),
         request_id: request_id.clone(),
     });
-    state.metrics.active(&method, &route, 1);
+    state.metrics.active(method, route, 1);
     let mut resp = next.run(req).await;
-    state.metrics.active(&method, &route, -1);
+    state.metrics.active(method, route, -1);
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
     state

@@ -30,15 +30,15 @@ pub const BATCH_BUCKETS: [f64; 8] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -214,11 +214,11 @@ impl AppMetrics {
     }
 
     /// One finished HTTP request.
-    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn request(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
         self.duration
             .get_or_create(&HttpLabels {
-                method: method.into(),
-                route: route.into(),
+                method,
+                route,
                 status,
             })
             .observe(seconds);
@@ -226,8 +226,8 @@ impl AppMetrics {
             o.duration.record(
                 seconds,
                 &[
-                    KeyValue::new("http.request.method", method.to_string()),
-                    KeyValue::new("http.route", route.to_string()),
+                    KeyValue::new("http.request.method", method),
+                    KeyValue::new("http.route", route),
                     KeyValue::new("http.response.status_code", i64::from(status)),
                 ],
             );
@@ -235,19 +235,16 @@ impl AppMetrics {
     }
 
     /// A request started (+1) or finished (-1).
-    pub fn active(&self, method: &str, route: &str, delta: i64) {
+    pub fn active(&self, method: &'static str, route: &'static str, delta: i64) {
         self.active
-            .get_or_create(&RouteLabels {
-                method: method.into(),
-                route: route.into(),
-            })
+            .get_or_create(&RouteLabels { method, route })
             .inc_by(delta);
         if let Some(o) = &self.otel {
             o.active.add(
                 delta,
                 &[
-                    KeyValue::new("http.request.method", method.to_string()),
-                    KeyValue::new("http.route", route.to_string()),
+                    KeyValue::new("http.request.method", method),
+                    KeyValue::new("http.route", route),
                 ],
             );
         }
