@@ -173,7 +173,7 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     let elapsed = start.elapsed();
     state
         .metrics
-        .request(&method, &route, status, elapsed.as_secs_f64());
+        .request(method, route, status, elapsed.as_secs_f64());
     let span = cx.span();
     span.set_attribute(KeyValue::new(
         "http.response.status_code",
