@@ -435,7 +435,7 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
         // Nothing can be written into a terminating namespace, and nothing needs to be.
         return Ok(Action::await_change());
     }
-    let owned = ownership::kotel_shape(d.metadata.managed_fields.as_deref().unwrap_or_default());
+    let owned = ownership::owned_shape(&d.metadata);
 
     let inputs = match dereference(d, &ctx.stores) {
         Ok(i) => i,
@@ -837,13 +837,11 @@ fn spec_changes<K: Resource>()
     }
 }
 
-/// Drops what kotel never reads from the cached Deployments (other managers' field sets,
-/// the last-applied annotation, status, and of the pod spec everything but container names,
-/// images and env var names), which is most of their size.
+/// Drops what kotel never reads from the cached Deployments (managedFields, replaced by the
+/// Shape kotel owns; the last-applied annotation; status; and of the pod spec everything but
+/// container names, images and env var names), which is most of their size.
 fn trim_deployment(d: &mut Deployment) {
-    if let Some(mf) = d.metadata.managed_fields.as_mut() {
-        mf.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER));
-    }
+    ownership::compact(&mut d.metadata);
     if let Some(a) = d.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
@@ -1067,9 +1065,8 @@ mod tests {
         .unwrap();
         trim_deployment(&mut d);
         assert!(d.status.is_none());
-        let mf = d.metadata.managed_fields.as_ref().unwrap();
-        assert_eq!(mf.len(), 1);
-        assert_eq!(mf[0].manager.as_deref(), Some("kotel"));
+        assert!(d.metadata.managed_fields.is_none());
+        assert!(ownership::owned_shape(&d.metadata).is_empty());
         assert!(
             !d.metadata
                 .annotations
