@@ -304,7 +304,6 @@ async fn removing_the_annotation_removes_exactly_what_kotel_added() -> anyhow::R
         user_env,
     ))
     .await?;
-    let original = get_deploy(&client, &ns.name, "web").await?;
     let d = wait_deploy(&client, &ns.name, "web", "injection", |d| {
         template_hash(d).is_some()
     })
@@ -356,19 +355,29 @@ async fn removing_the_annotation_removes_exactly_what_kotel_added() -> anyhow::R
     })
     .await?;
     let spec = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-    let orig_spec = original
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    // Exactly what the user applied: their two variables, values unchanged, in their order.
+    let env: Vec<(String, Option<String>)> = spec.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
     assert_eq!(
-        spec.containers[0].env, orig_spec.containers[0].env,
-        "the user's env is untouched"
+        env,
+        vec![
+            (
+                "OTEL_SERVICE_NAME".to_string(),
+                Some("users-own-name".to_string())
+            ),
+            ("FOO".to_string(), Some("bar".to_string())),
+        ],
+        "the user's env is untouched and nothing of kotel's is left"
     );
-    assert_eq!(spec.containers, orig_spec.containers);
+    assert_eq!(spec.containers.len(), 1);
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("example.com/shop/app:1.4.2")
+    );
     assert!(
         spec.init_containers.as_ref().is_none_or(|i| i.is_empty()),
         "sidecar removed"
