@@ -104,11 +104,11 @@ pub fn evaluate(pred: &[f64], truth: &[f64]) -> (f64, f64) {
     )
 }
 
-fn seeded(rng: &mut StdRng, shape: (usize, usize), scale: f64) -> candle_core::Result<Var> {
-    let data: Vec<f32> = (0..shape.0 * shape.1)
-        .map(|_| (normal(rng) * scale) as f32)
-        .collect();
-    Var::from_tensor(&Tensor::from_vec(data, shape, &Device::Cpu)?)
+/// A variable of `dims` drawn from N(0, scale²) with the seeded generator.
+fn seeded(rng: &mut StdRng, dims: &[usize], scale: f64) -> candle_core::Result<Var> {
+    let n = dims.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| (normal(rng) * scale) as f32).collect();
+    Var::from_tensor(&Tensor::from_vec(data, dims, &Device::Cpu)?)
 }
 
 /// Trains on `args` and writes the model; returns the card.
@@ -142,21 +142,21 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<ModelCard> {
     let (vars, names): (Vec<Var>, Vec<&str>) = match args.kind {
         Kind::Linear => (
             vec![
-                seeded(&mut rng, (1, f), 0.1)?,
-                seeded(&mut rng, (1, 1), 0.0)?.flatten_var()?,
+                seeded(&mut rng, &[1, f], 0.1)?,
+                seeded(&mut rng, &[1], 0.0)?,
             ],
             vec!["l1.weight", "l1.bias"],
         ),
         Kind::Mlp => (
             vec![
-                seeded(&mut rng, (args.hidden, f), (1.0 / f as f64).sqrt())?,
-                seeded(&mut rng, (1, args.hidden), 0.0)?.flatten_var()?,
+                seeded(&mut rng, &[args.hidden, f], (1.0 / f as f64).sqrt())?,
+                seeded(&mut rng, &[args.hidden], 0.0)?,
                 seeded(
                     &mut rng,
-                    (1, args.hidden),
+                    &[1, args.hidden],
                     (1.0 / args.hidden as f64).sqrt(),
                 )?,
-                seeded(&mut rng, (1, 1), 0.0)?.flatten_var()?,
+                seeded(&mut rng, &[1], 0.0)?,
             ],
             vec!["l1.weight", "l1.bias", "l2.weight", "l2.bias"],
         ),
@@ -215,17 +215,6 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<ModelCard> {
     card.training_seconds = start.elapsed().as_secs_f64();
     std::fs::write(args.out.join(CARD_FILE), serde_json::to_vec_pretty(&card)?)?;
     Ok(card)
-}
-
-/// Helper on `Var` for a `(1, n)` tensor that should be a vector `(n,)`.
-trait FlattenVar {
-    fn flatten_var(self) -> candle_core::Result<Var>;
-}
-
-impl FlattenVar for Var {
-    fn flatten_var(self) -> candle_core::Result<Var> {
-        Var::from_tensor(&self.as_tensor().flatten_all()?)
-    }
 }
 
 #[cfg(test)]
