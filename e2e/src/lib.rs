@@ -185,15 +185,7 @@ pub fn env_value<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a str> {
 
 /// The pod template's `kotel.dev/config-hash`.
 pub fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get("kotel.dev/config-hash")
-        .cloned()
+    kotel_operator::annotations::template_hash(&d.spec.as_ref()?.template).map(str::to_string)
 }
 
 /// The ReplicaSets of a Deployment, newest revision first.

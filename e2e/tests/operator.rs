@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kotel_e2e::*;
+use kotel_operator::annotations::template_hash as template_hash_of;
 use kotel_operator::collector::Collector;
 use kotel_operator::instrumentation::Instrumentation;
 use kube::api::{Api, Patch, PatchParams};
@@ -195,11 +196,7 @@ async fn annotate_injects_env_into_deployment_and_new_replicaset() -> anyhow::Re
                 .env
                 .clone()
                 .unwrap_or_default();
-            t.metadata
-                .as_ref()
-                .and_then(|m| m.annotations.as_ref())
-                .and_then(|a| a.get("kotel.dev/config-hash"))
-                == Some(&hash)
+            template_hash_of(t) == Some(hash.as_str())
                 && env_value(&env, "OTEL_SERVICE_NAME") == Some("shop")
         }))
     })
@@ -265,18 +262,7 @@ async fn instrumentation_change_rolls_out_a_new_replicaset() -> anyhow::Result<(
         let rs = replicasets(&client, &ns.name, "api").await?;
         let hashes: Vec<Option<String>> = rs
             .iter()
-            .map(|r| {
-                r.spec
-                    .as_ref()?
-                    .template
-                    .as_ref()?
-                    .metadata
-                    .as_ref()?
-                    .annotations
-                    .as_ref()?
-                    .get("kotel.dev/config-hash")
-                    .cloned()
-            })
+            .map(|r| template_hash_of(r.spec.as_ref()?.template.as_ref()?).map(str::to_string))
             .collect();
         Ok(hashes.first() == Some(&Some(second.clone())) && hashes.contains(&Some(first.clone())))
     })

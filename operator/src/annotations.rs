@@ -14,6 +14,16 @@ pub const SERVICE_NAME: &str = "kotel.dev/service-name";
 /// Written by kotel on the pod template: a short hash of everything it injected.
 pub const CONFIG_HASH: &str = "kotel.dev/config-hash";
 
+/// The `kotel.dev/config-hash` on a pod template, if kotel has written one.
+pub fn template_hash(t: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Option<&str> {
+    t.metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH)
+        .map(String::as_str)
+}
+
 /// Which Instrumentation a workload asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InjectRef {

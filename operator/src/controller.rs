@@ -288,10 +288,7 @@ fn decide(d: &Deployment, inputs: &Inputs, owned: &ownership::Shape) -> Result<P
         name: d.metadata.name.as_deref().unwrap_or_default(),
         template_labels: meta.and_then(|m| m.labels.as_ref()),
         containers,
-        current_hash: meta
-            .and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(annotations::CONFIG_HASH))
-            .map(String::as_str),
+        current_hash: current_hash(d),
         owned,
     };
     let req = Request {
@@ -310,15 +307,7 @@ fn decide(d: &Deployment, inputs: &Inputs, owned: &ownership::Shape) -> Result<P
 }
 
 fn current_hash(d: &Deployment) -> Option<&str> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(annotations::CONFIG_HASH)
-        .map(String::as_str)
+    annotations::template_hash(&d.spec.as_ref()?.template)
 }
 
 impl Context {
