@@ -20,7 +20,7 @@ use opentelemetry::{Context, KeyValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::metrics::AppMetrics;
+use crate::metrics::{AppMetrics, Outcome};
 use crate::model::Model;
 
 /// Default request body limit.
@@ -40,6 +40,35 @@ pub struct AppState {
     pub tracing_enabled: bool,
     /// OTEL_EXPORTER_OTLP_ENDPOINT.
     pub collector_endpoint: Option<String>,
+    /// `model.name` and `model.version` of the inference span, built once (cloning them
+    /// per request is a reference count, not a string copy).
+    model_attrs: [KeyValue; 2],
+}
+
+impl AppState {
+    /// The state for a loaded model; `ready` starts false.
+    pub fn new(
+        model: Arc<Model>,
+        tracer: opentelemetry_sdk::trace::SdkTracer,
+        metrics: AppMetrics,
+        tracing_enabled: bool,
+        collector_endpoint: Option<String>,
+    ) -> Self {
+        let name: Arc<str> = model.card.name.as_str().into();
+        let version: Arc<str> = model.card.version.as_str().into();
+        AppState {
+            model_attrs: [
+                KeyValue::new("model.name", opentelemetry::StringValue::from(name)),
+                KeyValue::new("model.version", opentelemetry::StringValue::from(version)),
+            ],
+            model,
+            ready: AtomicBool::new(false),
+            tracer,
+            metrics,
+            tracing_enabled,
+            collector_endpoint,
+        }
+    }
 }
 
 /// Per-request context the middleware hands to handlers.
@@ -107,6 +136,37 @@ fn static_route(path: Option<&str>) -> &'static str {
     }
 }
 
+/// `{method} {route}` for the server span, without formatting a string per request.
+fn span_name(method: &'static str, route: &'static str) -> std::borrow::Cow<'static, str> {
+    const NAMES: [(&str, &str, &str); 12] = [
+        ("GET", "/", "GET /"),
+        ("GET", "/health", "GET /health"),
+        ("GET", "/ready", "GET /ready"),
+        ("POST", "/predict", "POST /predict"),
+        ("GET", "/metrics", "GET /metrics"),
+        ("GET", "/v2", "GET /v2"),
+        ("GET", "/v2/health/live", "GET /v2/health/live"),
+        ("GET", "/v2/health/ready", "GET /v2/health/ready"),
+        ("GET", "/v2/models/{name}", "GET /v2/models/{name}"),
+        (
+            "GET",
+            "/v2/models/{name}/ready",
+            "GET /v2/models/{name}/ready",
+        ),
+        (
+            "POST",
+            "/v2/models/{name}/infer",
+            "POST /v2/models/{name}/infer",
+        ),
+        ("GET", "unmatched", "GET unmatched"),
+    ];
+    NAMES
+        .iter()
+        .find(|(m, r, _)| *m == method && *r == route)
+        .map(|(_, _, n)| std::borrow::Cow::Borrowed(*n))
+        .unwrap_or_else(|| format!("{method} {route}").into())
+}
+
 fn static_method(m: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *m {
@@ -157,7 +217,7 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     }
     let span = state
         .tracer
-        .span_builder(format!("{method} {route}"))
+        .span_builder(span_name(method, route))
         .with_kind(SpanKind::Server)
         .with_attributes(attrs)
         .start_with_context(&state.tracer, &parent);
@@ -188,10 +248,10 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
         tracing::info!(
             trace_id = %sc.trace_id(),
             span_id = %sc.span_id(),
-            request_id = %request_id,
-            http.method = %method,
-            http.route = %route,
-            url.path = %path,
+            request_id = request_id.as_str(),
+            http.method = method,
+            http.route = route,
+            url.path = path.as_str(),
             http.status = status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             "request served"
@@ -254,7 +314,6 @@ fn infer(
     rows: &[Vec<f64>],
 ) -> Result<(Vec<f64>, f64), ApiError> {
     let model = &state.model;
-    let name = model.card.name.clone();
     let t = &state.tracer;
     let mut pre = t.start_with_context("preprocess", &ctx.cx);
     pre.set_attribute(KeyValue::new("inference.batch.size", rows.len() as i64));
@@ -264,14 +323,14 @@ fn infer(
     }
     pre.end();
     if let Err(e) = valid {
-        state.metrics.inference(&name, "invalid_input");
+        state.metrics.inference(Outcome::InvalidInput);
         return Err(bad(e.to_string()));
     }
     let mut span = t
         .span_builder("inference")
         .with_attributes([
-            KeyValue::new("model.name", name.clone()),
-            KeyValue::new("model.version", model.card.version.clone()),
+            state.model_attrs[0].clone(),
+            state.model_attrs[1].clone(),
             KeyValue::new("inference.batch.size", rows.len() as i64),
         ])
         .start_with_context(t, &ctx.cx);
@@ -282,15 +341,15 @@ fn infer(
         Ok(pred) => {
             span.end();
             let mut post = t.start_with_context("postprocess", &ctx.cx);
-            state.metrics.forward(&name, forward, rows.len(), &pred);
-            state.metrics.inference(&name, "ok");
+            state.metrics.forward(forward, rows.len(), &pred);
+            state.metrics.inference(Outcome::Ok);
             post.end();
             Ok((pred, forward))
         }
         Err(e) => {
             span.set_status(Status::error(e.to_string()));
             span.end();
-            state.metrics.inference(&name, "error");
+            state.metrics.inference(Outcome::Error);
             Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         }
     }
@@ -303,26 +362,19 @@ async fn predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let b: PredictBody = json_body(&headers, body).inspect_err(|_| {
-        state
-            .metrics
-            .inference(&state.model.card.name, "invalid_input")
-    })?;
+    let b: PredictBody = json_body(&headers, body)
+        .inspect_err(|_| state.metrics.inference(Outcome::InvalidInput))?;
     let (rows, single) = match (b.features, b.instances) {
         (Some(f), None) => (vec![f], true),
         (None, Some(rows)) => (rows, false),
         (Some(_), Some(_)) => {
-            state
-                .metrics
-                .inference(&state.model.card.name, "invalid_input");
+            state.metrics.inference(Outcome::InvalidInput);
             return Err(bad(
                 "send either \"features\" (one row) or \"instances\" (a batch), not both",
             ));
         }
         (None, None) => {
-            state
-                .metrics
-                .inference(&state.model.card.name, "invalid_input");
+            state.metrics.inference(Outcome::InvalidInput);
             return Err(bad(
                 "missing field \"features\" (e.g. {\"features\": [1500]}) or \"instances\"",
             ));
@@ -468,9 +520,9 @@ async fn v2_infer(
 ) -> Result<axum::Json<Value>, ApiError> {
     let m = known(&state, &name)?;
     let req: V2Request = json_body(&headers, body)
-        .inspect_err(|_| state.metrics.inference(&name, "invalid_input"))?;
+        .inspect_err(|_| state.metrics.inference(Outcome::InvalidInput))?;
     let invalid = |msg: String| {
-        state.metrics.inference(&name, "invalid_input");
+        state.metrics.inference(Outcome::InvalidInput);
         bad(msg)
     };
     let [input] = req.inputs.as_slice() else {

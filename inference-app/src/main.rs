@@ -3,6 +3,11 @@
 use clap::{Parser, Subcommand};
 use inference_app::{load, serve, train};
 
+/// Spans, log records and responses are allocated on tokio workers and freed on the exporter
+/// threads; glibc's arenas lock on those cross-thread frees, mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "inference-app",

@@ -44,12 +44,35 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     model: String,
-    outcome: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabels {
     model: String,
+}
+
+/// How an inference request ended (the `outcome` label of `inference.requests`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered.
+    Ok,
+    /// Rejected before the forward pass.
+    InvalidInput,
+    /// The forward pass failed.
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::InvalidInput, Outcome::Error];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::InvalidInput => "invalid_input",
+            Outcome::Error => "error",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +82,10 @@ struct InfoLabels {
 }
 
 struct Otel {
+    /// `model.name` (the service serves one model), built once.
+    model: [KeyValue; 1],
+    /// `model.name` and `outcome`, per outcome, built once.
+    outcomes: [[KeyValue; 2]; 3],
     duration: Histogram<f64>,
     active: UpDownCounter<i64>,
     requests: Counter<u64>,
@@ -67,15 +94,16 @@ struct Otel {
     batch: Histogram<u64>,
 }
 
-/// The metrics of the service.
+/// The metrics of the service. Series whose labels never change (the model's) are resolved
+/// once: a request touches their atomics, not a label map.
 pub struct AppMetrics {
     registry: Registry,
     duration: Family<HttpLabels, PHistogram>,
     active: Family<RouteLabels, PGauge>,
-    requests: Family<OutcomeLabels, PCounter>,
-    forward: Family<ModelLabels, PHistogram>,
-    prediction: Family<ModelLabels, PHistogram>,
-    batch: Family<ModelLabels, PHistogram>,
+    requests: [PCounter; 3],
+    forward: PHistogram,
+    prediction: PHistogram,
+    batch: PHistogram,
     dropped: PCounter,
     dropped_seen: AtomicU64,
     dropped_source: Arc<AtomicU64>,
@@ -146,6 +174,7 @@ impl AppMetrics {
             dropped_counter.clone(),
         );
 
+        let name_attr: opentelemetry::StringValue = std::sync::Arc::<str>::from(model).into();
         let otel = meter.map(|m| {
             let version = version.to_string();
             let name = model.to_string();
@@ -166,7 +195,11 @@ impl AppMetrics {
                 .with_description("Spans dropped because the export queue was full")
                 .with_callback(move |o| o.observe(d.load(Ordering::Relaxed), &[]))
                 .build();
+            let model_attr = KeyValue::new("model.name", name_attr.clone());
             Otel {
+                outcomes: Outcome::ALL
+                    .map(|o| [model_attr.clone(), KeyValue::new("outcome", o.label())]),
+                model: [model_attr],
                 duration: m
                     .f64_histogram("http.server.request.duration")
                     .with_unit("s")
@@ -198,14 +231,24 @@ impl AppMetrics {
                     .build(),
             }
         });
+        let model_labels = ModelLabels {
+            model: model.into(),
+        };
         AppMetrics {
             registry,
             duration,
             active,
-            requests,
-            forward,
-            prediction,
-            batch,
+            requests: Outcome::ALL.map(|o| {
+                requests
+                    .get_or_create(&OutcomeLabels {
+                        model: model.into(),
+                        outcome: o.label(),
+                    })
+                    .clone()
+            }),
+            forward: forward.get_or_create(&model_labels).clone(),
+            prediction: prediction.get_or_create(&model_labels).clone(),
+            batch: batch.get_or_create(&model_labels).clone(),
             dropped: dropped_counter,
             dropped_seen: AtomicU64::new(0),
             dropped_source: dropped,
@@ -250,42 +293,26 @@ impl AppMetrics {
         }
     }
 
-    /// One inference request with its outcome: ok, invalid_input, error.
-    pub fn inference(&self, model: &str, outcome: &str) {
-        self.requests
-            .get_or_create(&OutcomeLabels {
-                model: model.into(),
-                outcome: outcome.into(),
-            })
-            .inc();
+    /// One inference request and how it ended.
+    pub fn inference(&self, outcome: Outcome) {
+        self.requests[outcome as usize].inc();
         if let Some(o) = &self.otel {
-            o.requests.add(
-                1,
-                &[
-                    KeyValue::new("model.name", model.to_string()),
-                    KeyValue::new("outcome", outcome.to_string()),
-                ],
-            );
+            o.requests.add(1, &o.outcomes[outcome as usize]);
         }
     }
 
     /// One forward pass.
-    pub fn forward(&self, model: &str, seconds: f64, batch: usize, predictions: &[f64]) {
-        let l = ModelLabels {
-            model: model.into(),
-        };
-        self.forward.get_or_create(&l).observe(seconds);
-        self.batch.get_or_create(&l).observe(batch as f64);
-        let p = self.prediction.get_or_create(&l);
+    pub fn forward(&self, seconds: f64, batch: usize, predictions: &[f64]) {
+        self.forward.observe(seconds);
+        self.batch.observe(batch as f64);
         for v in predictions {
-            p.observe(*v);
+            self.prediction.observe(*v);
         }
         if let Some(o) = &self.otel {
-            let attrs = [KeyValue::new("model.name", model.to_string())];
-            o.forward.record(seconds, &attrs);
-            o.batch.record(batch as u64, &attrs);
+            o.forward.record(seconds, &o.model);
+            o.batch.record(batch as u64, &o.model);
             for v in predictions {
-                o.prediction.record(*v, &attrs);
+                o.prediction.record(*v, &o.model);
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::Resource;
@@ -55,7 +55,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stdout());
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .json()
@@ -85,14 +88,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tel.dropped.clone(),
     );
     let tracer = tel.tracer();
-    let state = Arc::new(AppState {
-        model: Arc::new(model),
-        ready: AtomicBool::new(false),
+    let state = Arc::new(AppState::new(
+        Arc::new(model),
         tracer,
         metrics,
-        tracing_enabled: tel.tracing_enabled(),
-        collector_endpoint: tel.env.endpoint.clone(),
-    });
+        tel.tracing_enabled(),
+        tel.env.endpoint.clone(),
+    ));
     // Warm up: one forward pass before reporting ready.
     let f = state.model.features();
     state.model.predict(&[vec![1500.0; f]])?;

@@ -216,7 +216,10 @@ impl SamplerSpec {
 
 /// Spans in the export queue; above the queue size a span is dropped and counted, so the
 /// request path never waits for the exporter.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 8192;
+/// Spans or log records per OTLP export: fewer, larger requests cost the app and the
+/// receiver less per item than the SDK default of 512.
+const BATCH: usize = 2048;
 
 /// Counts spans that have left the queue (exported or failed).
 #[derive(Debug)]
@@ -300,7 +303,7 @@ fn span_exporter_processor(env: &OtelEnv, dropped: Arc<AtomicU64>) -> anyhow::Re
     let queued = Arc::new(AtomicU64::new(0));
     let config = BatchConfigBuilder::default()
         .with_max_queue_size(QUEUE * 2)
-        .with_max_export_batch_size(512)
+        .with_max_export_batch_size(BATCH)
         .with_scheduled_delay(Duration::from_millis(1000))
         .build();
     let inner = match env.protocol[0] {
@@ -335,6 +338,22 @@ fn span_exporter_processor(env: &OtelEnv, dropped: Arc<AtomicU64>) -> anyhow::Re
 }
 
 /// Builds the providers the environment asks for and installs the global propagator.
+/// Log records batch like spans: a bounded queue (records beyond it are dropped) and
+/// large exports.
+fn log_batch(
+    e: impl opentelemetry_sdk::logs::LogExporter + 'static,
+) -> opentelemetry_sdk::logs::BatchLogProcessor {
+    opentelemetry_sdk::logs::BatchLogProcessor::builder(e)
+        .with_batch_config(
+            opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                .with_max_queue_size(QUEUE)
+                .with_max_export_batch_size(BATCH)
+                .with_scheduled_delay(Duration::from_millis(1000))
+                .build(),
+        )
+        .build()
+}
+
 /// The batch processors run on their own threads and block on export, so this must not be
 /// called from a current-thread runtime.
 pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
@@ -406,16 +425,16 @@ pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
     if env.logs != Exporter::None {
         let b = SdkLoggerProvider::builder().with_resource(resource);
         let b = match (env.logs, env.protocol[2]) {
-            (Exporter::Otlp, Protocol::Grpc) => b.with_batch_exporter(
+            (Exporter::Otlp, Protocol::Grpc) => b.with_log_processor(log_batch(
                 opentelemetry_otlp::LogExporter::builder()
                     .with_tonic()
                     .build()?,
-            ),
-            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_batch_exporter(
+            )),
+            (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_log_processor(log_batch(
                 opentelemetry_otlp::LogExporter::builder()
                     .with_http()
                     .build()?,
-            ),
+            )),
             _ => b.with_simple_exporter(opentelemetry_stdout::LogExporter::default()),
         };
         t.logger = Some(b.build());

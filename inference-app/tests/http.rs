@@ -1,7 +1,7 @@
 //! Every endpoint and every kind of bad input, in process, with spans captured in memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -49,14 +49,14 @@ fn fixture(body_limit: usize) -> Fixture {
         .with_simple_exporter(spans.clone())
         .build();
     let tracer = provider.tracer("test");
-    let state = Arc::new(AppState {
-        model: Arc::new(model()),
-        ready: AtomicBool::new(true),
+    let state = Arc::new(AppState::new(
+        Arc::new(model()),
         tracer,
-        metrics: AppMetrics::new(None, "house-price", "1.0.0", Arc::new(AtomicU64::new(0))),
-        tracing_enabled: true,
-        collector_endpoint: Some("http://localhost:4318".into()),
-    });
+        AppMetrics::new(None, "house-price", "1.0.0", Arc::new(AtomicU64::new(0))),
+        true,
+        Some("http://localhost:4318".into()),
+    ));
+    state.ready.store(true, Ordering::Release);
     Fixture {
         app: router(state.clone(), body_limit),
         state,
