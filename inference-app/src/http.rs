@@ -40,6 +40,9 @@ pub struct AppState {
     pub tracing_enabled: bool,
     /// OTEL_EXPORTER_OTLP_ENDPOINT.
     pub collector_endpoint: Option<String>,
+    /// The OTLP logger for access records, when the logs exporter is on (they bypass the
+    /// tracing bridge, which formats every field into a string).
+    access_log: Option<opentelemetry_sdk::logs::SdkLogger>,
     /// `model.name` and `model.version` of the inference span, built once (cloning them
     /// per request is a reference count, not a string copy).
     model_attrs: [KeyValue; 2],
@@ -61,6 +64,7 @@ impl AppState {
                 KeyValue::new("model.name", opentelemetry::StringValue::from(name)),
                 KeyValue::new("model.version", opentelemetry::StringValue::from(version)),
             ],
+            access_log: None,
             model,
             ready: AtomicBool::new(false),
             tracer,
@@ -69,7 +73,17 @@ impl AppState {
             collector_endpoint,
         }
     }
+
+    /// Sends the access records over OTLP through `logger`.
+    pub fn with_access_log(mut self, logger: opentelemetry_sdk::logs::SdkLogger) -> Self {
+        self.access_log = Some(logger);
+        self
+    }
 }
+
+/// The `tracing` target of the per-request access line: the JSON log shows it, and the OTLP
+/// bridge skips it because [`AppState`] emits the OTLP record itself.
+pub const ACCESS_TARGET: &str = "access";
 
 /// Per-request context the middleware hands to handlers.
 #[derive(Clone)]
@@ -243,9 +257,10 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
         span.set_status(Status::error(format!("HTTP {status}")));
     }
     let sc = span.span_context().clone();
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     {
-        let _g = cx.clone().attach();
         tracing::info!(
+            target: ACCESS_TARGET,
             trace_id = %sc.trace_id(),
             span_id = %sc.span_id(),
             request_id = request_id.as_str(),
@@ -253,9 +268,31 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
             http.route = route,
             url.path = path.as_str(),
             http.status = status,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            latency_ms,
             "request served"
         );
+    }
+    if let Some(logger) = &state.access_log {
+        use opentelemetry::logs::{LogRecord as _, Logger as _, Severity};
+        let mut r = logger.create_log_record();
+        r.set_timestamp(std::time::SystemTime::now());
+        r.set_severity_number(Severity::Info);
+        r.set_severity_text("INFO");
+        r.set_target(ACCESS_TARGET);
+        r.set_body("request served".into());
+        r.set_trace_context(sc.trace_id(), sc.span_id(), Some(sc.trace_flags()));
+        r.add_attributes([
+            (
+                "request.id",
+                opentelemetry::logs::AnyValue::from(request_id.clone()),
+            ),
+            ("http.request.method", method.into()),
+            ("http.route", route.into()),
+            ("url.path", path.into()),
+            ("http.response.status_code", i64::from(status).into()),
+            ("latency_ms", latency_ms.into()),
+        ]);
+        logger.emit(r);
     }
     span.end();
     if let Ok(v) = HeaderValue::from_str(&request_id) {

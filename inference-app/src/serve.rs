@@ -12,7 +12,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::http::{AppState, DEFAULT_BODY_LIMIT, router};
+use crate::http::{ACCESS_TARGET, AppState, DEFAULT_BODY_LIMIT, router};
 use crate::metrics::AppMetrics;
 use crate::model::Model;
 use crate::telemetry;
@@ -67,10 +67,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_span_list(false)
         .with_writer(writer)
         .boxed();
-    let otel_logs = tel
-        .logger
-        .as_ref()
-        .map(|p| opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p).boxed());
+    let otel_logs = tel.logger.as_ref().map(|p| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p)
+            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                m.target() != ACCESS_TARGET
+            }))
+            .boxed()
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -88,13 +91,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tel.dropped.clone(),
     );
     let tracer = tel.tracer();
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         Arc::new(model),
         tracer,
         metrics,
         tel.tracing_enabled(),
         tel.env.endpoint.clone(),
-    ));
+    );
+    if let Some(p) = &tel.logger {
+        state = state.with_access_log(opentelemetry::logs::LoggerProvider::logger(
+            p,
+            "inference-app",
+        ));
+    }
+    let state = Arc::new(state);
     // Warm up: one forward pass before reporting ready.
     let f = state.model.features();
     state.model.predict(&[vec![1500.0; f]])?;

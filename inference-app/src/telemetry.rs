@@ -216,7 +216,7 @@ impl SamplerSpec {
 
 /// Spans in the export queue; above the queue size a span is dropped and counted, so the
 /// request path never waits for the exporter.
-const QUEUE: usize = 8192;
+const QUEUE: usize = 4096;
 /// Spans or log records per OTLP export: fewer, larger requests cost the app and the
 /// receiver less per item than the SDK default of 512.
 const BATCH: usize = 2048;

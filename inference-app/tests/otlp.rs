@@ -334,6 +334,35 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
             attr(&rl.resource, "service.name").as_deref(),
             Some("house-price-e2e")
         );
+        // The access record carries the request's fields, not only its trace.
+        let rec = l
+            .iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| &sl.log_records)
+            .find(|rec| hex(&rec.trace_id) == fresh_id)
+            .unwrap();
+        let field = |k: &str| rec.attributes.iter().find(|a| a.key == k).cloned();
+        assert_eq!(
+            field("http.route").as_ref().and_then(string).as_deref(),
+            Some("/predict")
+        );
+        assert_eq!(
+            field("http.request.method")
+                .as_ref()
+                .and_then(string)
+                .as_deref(),
+            Some("POST")
+        );
+        assert!(
+            field("request.id")
+                .as_ref()
+                .and_then(string)
+                .is_some_and(|v| !v.is_empty())
+        );
+        assert!(field("http.response.status_code").is_some(), "{rec:?}");
+        assert!(field("latency_ms").is_some(), "{rec:?}");
+        assert_eq!(rec.severity_text, "INFO");
     }
 
     // SIGTERM drains and exits cleanly.
