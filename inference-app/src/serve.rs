@@ -47,18 +47,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let resource = Resource::builder().build();
-    let mut tel = {
-        let _g = rt.enter();
-        telemetry::init(env, resource)?
-    };
-
-    let (writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(64 * 1024)
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
+    // The exporters' and the log writer's threads start at a lower CPU priority: when the
+    // cores are busy, a request runs before a telemetry batch is encoded.
+    let handle = rt.handle().clone();
+    let (tel, (writer, _log_guard)) = telemetry::at_background_priority(|| {
+        let _g = handle.enter();
+        let tel = telemetry::init(env, resource);
+        let log = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(64 * 1024)
+            .finish(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stdout(),
+            ));
+        (tel, log)
+    });
+    let mut tel = tel?;
     let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .json()

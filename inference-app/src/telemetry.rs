@@ -338,6 +338,22 @@ fn span_exporter_processor(env: &OtelEnv, dropped: Arc<AtomicU64>) -> anyhow::Re
 }
 
 /// Builds the providers the environment asks for and installs the global propagator.
+/// Runs `f` on a short-lived thread whose nice value is 10. Threads started inside `f` (the
+/// SDK's batch exporters and periodic reader) inherit it, so under load the scheduler serves
+/// requests first and telemetry with what is left; the bounded queues absorb the wait.
+pub fn at_background_priority<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setpriority(2) with who = 0 changes only the calling thread on Linux
+            // (the nice value is per thread); failure leaves the default priority.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+            f()
+        })
+        .join()
+        .expect("the telemetry set-up thread panicked")
+    })
+}
+
 /// Log records batch like spans: a bounded queue (records beyond it are dropped) and
 /// large exports.
 fn log_batch(
