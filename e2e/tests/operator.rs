@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use kotel_e2e::*;
 use kotel_operator::annotations::template_hash as template_hash_of;
 use kotel_operator::collector::Collector;
@@ -505,6 +506,146 @@ async fn invalid_collector_config_never_reaches_the_pod_template() -> anyhow::Re
         .unwrap();
     let cfg = init[0].env.as_ref().unwrap()[0].value.clone().unwrap();
     assert!(!cfg.contains("otlp/nowhere"));
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}
+
+fn gateway_collector(name: &str, mode: &str, config: Value) -> Value {
+    json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Collector", "metadata": {"name": name},
+           "spec": {"mode": mode, "replicas": 2, "config": config}})
+}
+
+#[tokio::test]
+async fn gateway_collector_runs_as_owned_objects_and_rolls_on_config_change() -> anyhow::Result<()>
+{
+    // A namespace-wide inject default must not reach the collector's own Deployment.
+    let (client, ns) = setup("gateway", json!({"kotel.dev/inject": "true"})).await?;
+    let op = Operator::start().await?;
+    ns.apply(instrumentation(
+        "otel",
+        json!({"exporter": {"endpoint": "http://gw-collector:4318"}}),
+    ))
+    .await?;
+    ns.apply(gateway_collector("gw", "deployment", collector_config()))
+        .await?;
+    let d = wait_deploy(
+        &client,
+        &ns.name,
+        "gw-collector",
+        "the gateway Deployment",
+        |d| template_hash(d).is_some(),
+    )
+    .await?;
+    let first = template_hash(&d).unwrap();
+    let spec = d.spec.clone().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("gw-collector"));
+    assert!(
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .all(|e| !e.name.starts_with("OTEL_")),
+        "kotel injected into its own collector: {:?}",
+        pod.containers[0].env
+    );
+    let owner = &d.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Collector", "gw")
+    );
+
+    let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let yaml = cm.get("gw-collector").await?.data.unwrap()["collector.yaml"].clone();
+    assert!(
+        yaml.contains("debug") && yaml.contains("pipelines"),
+        "{yaml}"
+    );
+    let svc: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let ports: Vec<i32> = svc
+        .get("gw-collector")
+        .await?
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, vec![4317, 4318]);
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns.name)
+        .get("gw-collector")
+        .await?;
+
+    // Status: two pods wanted; without a kubelet none becomes ready.
+    let api: Api<Collector> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("gateway status", T, || async {
+        Ok(api.get("gw").await?.status.is_some_and(|s| {
+            s.replicas == Some(2)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "Progressing")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "ConfigValid" && c.status == "True")
+        }))
+    })
+    .await?;
+
+    // A config change rolls the pods (new hash) and rewrites the ConfigMap.
+    let mut changed = collector_config();
+    changed["exporters"]["debug"] = json!({"verbosity": "detailed"});
+    ns.apply(gateway_collector("gw", "deployment", changed))
+        .await?;
+    let d = wait_deploy(&client, &ns.name, "gw-collector", "a new hash", |d| {
+        template_hash(d).is_some_and(|h| h != first)
+    })
+    .await?;
+    let second = template_hash(&d).unwrap();
+    assert!(cm.get("gw-collector").await?.data.unwrap()["collector.yaml"].contains("detailed"));
+
+    // Invalid config never reaches the pods: the last good one stays.
+    let mut bad = collector_config();
+    bad["service"]["pipelines"]["traces"]["exporters"] = json!(["otlp/nowhere"]);
+    ns.apply(gateway_collector("gw", "deployment", bad)).await?;
+    wait_for("ConfigValid=False", T, || async {
+        Ok(api.get("gw").await?.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "ConfigValid" && c.status == "False")
+        }))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        template_hash(&get_deploy(&client, &ns.name, "gw-collector").await?).as_deref(),
+        Some(second.as_str())
+    );
+    assert!(!cm.get("gw-collector").await?.data.unwrap()["collector.yaml"].contains("nowhere"));
+
+    // daemonset mode replaces the Deployment with a DaemonSet.
+    ns.apply(gateway_collector("gw", "daemonset", collector_config()))
+        .await?;
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("the DaemonSet instead of the Deployment", T, || async {
+        let gone = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+            .get_opt("gw-collector")
+            .await?
+            .is_none_or(|d| d.metadata.deletion_timestamp.is_some());
+        Ok(gone && ds.get_opt("gw-collector").await?.is_some())
+    })
+    .await?;
+
+    // Deleting the Collector garbage-collects what kotel made for it. The controller-manager's
+    // garbage collector learns new kinds from discovery every 30 s, so a fresh CRD may wait.
+    api.delete("gw", &Default::default()).await?;
+    wait_for("garbage collection of the gateway", 3 * T, || async {
+        Ok(svc.get_opt("gw-collector").await?.is_none()
+            && cm.get_opt("gw-collector").await?.is_none())
+    })
+    .await?;
     op.stop()?;
     ns.cleanup().await;
     Ok(())

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Namespace, PodSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, EnvVar, Namespace, PodSpec, Service, ServiceAccount,
+};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -26,7 +28,8 @@ use tokio::sync::watch;
 use tracing::{Instrument, field, info, warn};
 
 use crate::annotations::{self, InjectRef, PickError, Resolved, SidecarRef, Sources};
-use crate::collector::{Collector, Mode, validate_config};
+use crate::collector::{Collector, Mode, ports_for, validate_config};
+use crate::gateway;
 use crate::inject::{self, Plan, Request, SidecarSource, Workload};
 use crate::instrumentation::Instrumentation;
 use crate::metrics::Metrics;
@@ -424,6 +427,9 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
         // Nothing can be written into a terminating namespace, and nothing needs to be.
         return Ok(Action::await_change());
     }
+    if gateway::is_gateway_workload(&d.metadata) {
+        return Ok(Action::await_change());
+    }
     let owned = ownership::owned_shape(&d.metadata);
 
     let inputs = match dereference(d, &ctx.stores) {
@@ -666,28 +672,58 @@ async fn reconcile_collector(
             message: e.to_string(),
         },
     };
-    let ready_want = match (col.spec.mode, &validity) {
-        (_, Err(_)) => Want {
+    // Gateway modes: apply the objects when they differ, then read the pods' progress.
+    let pods = match &validity {
+        Ok(cfg) if col.spec.mode != Mode::Sidecar => {
+            let uid = col.metadata.uid.clone().unwrap_or_default();
+            let owner = gateway::Owner {
+                name: &name,
+                namespace: &ns,
+                uid: &uid,
+            };
+            let objects = gateway::desired(&owner, &col.spec, cfg, &ports_for(&col.spec, cfg))
+                .expect("gateway modes have objects");
+            Some(apply_gateway(&ctx, &ns, objects).await?)
+        }
+        Ok(_) if previous.replicas.is_some() => {
+            // Switched to sidecar mode: the gateway goes.
+            remove_gateway(&ctx, &ns, &gateway::object_name(&name), None).await?;
+            None
+        }
+        _ => None,
+    };
+    let ready_want = match (col.spec.mode, &validity, pods) {
+        (_, Err(_), _) => Want {
             type_: "Ready",
             ok: false,
             reason: "InvalidConfig",
             message: "fix spec.config; running collectors keep their last good configuration"
                 .into(),
         },
-        (Mode::Sidecar, Ok(_)) => Want {
+        (Mode::Sidecar, Ok(_), _) => Want {
             type_: "Ready",
             ok: true,
             reason: "SidecarReady",
             message: "injected into Deployments annotated kotel.dev/sidecar".into(),
         },
-        (mode, Ok(_)) => Want {
+        (_, Ok(_), Some((want, ready))) if want > 0 && ready >= want => Want {
             type_: "Ready",
-            ok: false,
-            reason: "ModeNotSupported",
-            message: format!(
-                "mode {mode:?} is not run by this kotel version yet; use mode sidecar"
-            ),
+            ok: true,
+            reason: "Available",
+            message: format!("{ready} of {want} collector pod(s) ready"),
         },
+        (_, Ok(_), pods) => {
+            let (want, ready) = pods.unwrap_or_default();
+            Want {
+                type_: "Ready",
+                ok: false,
+                reason: "Progressing",
+                message: format!(
+                    "{ready} of {want} collector pod(s) ready in {}",
+                    gateway::object_name(&name)
+                ),
+            }
+        }
     };
     let workloads = if col.spec.mode == Mode::Sidecar {
         ctx.stores
@@ -704,7 +740,15 @@ async fn reconcile_collector(
         status::condition(&ready_want, generation, &previous.conditions, now()),
     ];
     let image = col.spec.image().to_string();
+    let (replicas, ready_replicas) = match pods {
+        Some((w, r)) => (Some(w), Some(r)),
+        // Invalid config in a gateway mode: the last good pods keep running and keep counting.
+        None if validity.is_err() => (previous.replicas, previous.ready_replicas),
+        None => (None, None),
+    };
     if previous.observed_generation == generation
+        && previous.replicas == replicas
+        && previous.ready_replicas == ready_replicas
         && previous.workloads == workloads
         && previous.image.as_deref() == Some(image.as_str())
         && status::same_conditions(&previous.conditions, &conditions)
@@ -730,7 +774,8 @@ async fn reconcile_collector(
     let body = json!({
         "apiVersion": "kotel.dev/v1alpha1",
         "kind": "Collector",
-        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "image": image}
+        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "image": image,
+                   "replicas": replicas, "readyReplicas": ready_replicas}
     });
     api.patch_status(
         &name,
@@ -740,6 +785,142 @@ async fn reconcile_collector(
     .await?;
     ctx.metrics.write("status");
     Ok(Action::await_change())
+}
+
+/// Applies a gateway's objects unless its workload already runs this configuration, removes
+/// the workload of the other mode, and returns (desired, ready) pods.
+async fn apply_gateway(
+    ctx: &Context,
+    ns: &str,
+    objects: gateway::Objects,
+) -> Result<(i32, i32), Error> {
+    let name = gateway::object_name(
+        objects
+            .service
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(gateway::COLLECTOR_LABEL))
+            .map(String::as_str)
+            .unwrap_or_default(),
+    );
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let hash_of = |meta: Option<&ObjectMeta>| {
+        meta.and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(annotations::CONFIG_HASH))
+            .cloned()
+    };
+    let (current, other) = match &objects.workload {
+        gateway::Workload::Deployment(d) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let live = api.get_opt(&name).await?;
+            let same = live.as_ref().is_some_and(|l| {
+                let (ls, ds) = (l.spec.as_ref(), d.spec.as_ref());
+                hash_of(ls.and_then(|s| s.template.metadata.as_ref())) == Some(objects.hash.clone())
+                    && ls.and_then(|s| s.replicas) == ds.and_then(|s| s.replicas)
+            });
+            (if same { live } else { None }, "DaemonSet")
+        }
+        gateway::Workload::DaemonSet(_) => {
+            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
+            let live = api.get_opt(&name).await?;
+            let same = live.as_ref().is_some_and(|l| {
+                hash_of(l.spec.as_ref().and_then(|s| s.template.metadata.as_ref()))
+                    == Some(objects.hash.clone())
+            });
+            (
+                if same {
+                    live.map(|l| {
+                        let st = l.status.unwrap_or_default();
+                        Deployment {
+                            status: Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+                                replicas: Some(st.desired_number_scheduled),
+                                ready_replicas: st.number_ready.into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }
+                    })
+                } else {
+                    None
+                },
+                "Deployment",
+            )
+        }
+    };
+    remove_gateway(ctx, ns, &name, Some(other)).await?;
+    let counts =
+        |replicas: Option<i32>, ready: Option<i32>| (replicas.unwrap_or(0), ready.unwrap_or(0));
+    if let Some(live) = current {
+        // Steady state: nothing to write.
+        let want = live.spec.as_ref().and_then(|s| s.replicas);
+        let st = live.status.unwrap_or_default();
+        return Ok(counts(want.or(st.replicas), st.ready_replicas));
+    }
+    let sa: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), ns);
+    sa.patch(&name, &pp, &Patch::Apply(&objects.service_account))
+        .await?;
+    let cm: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    cm.patch(&name, &pp, &Patch::Apply(&objects.config_map))
+        .await?;
+    let svc: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    svc.patch(&name, &pp, &Patch::Apply(&objects.service))
+        .await?;
+    let pods = match &objects.workload {
+        gateway::Workload::Deployment(d) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let live = api.patch(&name, &pp, &Patch::Apply(d)).await?;
+            let st = live.status.unwrap_or_default();
+            counts(d.spec.as_ref().and_then(|s| s.replicas), st.ready_replicas)
+        }
+        gateway::Workload::DaemonSet(ds) => {
+            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
+            let live = api.patch(&name, &pp, &Patch::Apply(ds)).await?;
+            let st = live.status.unwrap_or_default();
+            (st.desired_number_scheduled, st.number_ready)
+        }
+    };
+    ctx.metrics.write("gateway");
+    info!(collector = %name, namespace = %ns, "applied the collector gateway");
+    Ok(pods)
+}
+
+/// Deletes a gateway's objects: only the workload of `kind` when given, else all of them.
+/// Only objects labelled as kotel's are touched.
+async fn remove_gateway(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    kind: Option<&str>,
+) -> Result<(), Error> {
+    async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+        match api.get_metadata_opt(name).await? {
+            Some(o) if gateway::is_gateway_workload(&o.metadata) => {
+                api.delete(name, &Default::default()).await?;
+                ctx.metrics.write("gateway");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    match kind {
+        Some("Deployment") => delete::<Deployment>(ctx, ns, name).await,
+        Some(_) => delete::<DaemonSet>(ctx, ns, name).await,
+        None => {
+            delete::<Deployment>(ctx, ns, name).await?;
+            delete::<DaemonSet>(ctx, ns, name).await?;
+            delete::<Service>(ctx, ns, name).await?;
+            delete::<ConfigMap>(ctx, ns, name).await?;
+            delete::<ServiceAccount>(ctx, ns, name).await
+        }
+    }
 }
 
 fn status_error_policy<K: Resource>(o: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -1001,10 +1182,17 @@ pub async fn run(
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_instrumentation, status_error_policy, ctx.clone())
     .for_each(|_| async {});
+    // Gateway workloads wake their Collector when their pods become ready or go away.
+    let gateway_only = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        gateway::MANAGED_BY
+    ));
     let collector_status = Controller::new(
         Api::<DeserializeGuard<Collector>>::all(client.clone()),
         watcher::Config::default(),
     )
+    .owns(Api::<Deployment>::all(client.clone()), gateway_only.clone())
+    .owns(Api::<DaemonSet>::all(client.clone()), gateway_only)
     .with_config(status_config)
     .reconcile_all_on(col_rx)
     .graceful_shutdown_on(shutdown.clone())

@@ -6,6 +6,7 @@
 pub mod annotations;
 pub mod collector;
 pub mod controller;
+pub mod gateway;
 pub mod http;
 pub mod inject;
 pub mod instrumentation;
