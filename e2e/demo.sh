@@ -36,6 +36,7 @@ say "applying examples/"
 kubectl create namespace demo
 kubectl apply -f examples/instrumentation.yaml -f examples/collector.yaml
 kubectl apply -f examples/deployment.yaml
+kubectl apply -f examples/gateway.yaml
 
 for _ in $(seq 120); do
   hash=$(kubectl get deploy -n demo house-price -o jsonpath='{.spec.template.metadata.annotations.kotel\.dev/config-hash}')
@@ -54,6 +55,12 @@ kubectl get deploy -n demo house-price -o go-template='{{range .spec.template.sp
 rs=$(kubectl get rs -n demo -o go-template='{{range .items}}{{index .metadata.annotations "deployment.kubernetes.io/revision"}} {{.metadata.name}}{{"\n"}}{{end}}' | sort -n | tail -1 | cut -d' ' -f2)
 say "newest ReplicaSet $rs (stamped by the real kube-controller-manager)"
 kubectl get rs -n demo "$rs" -o go-template='config-hash={{index .spec.template.metadata.annotations "kotel.dev/config-hash"}}{{"\n"}}{{range (index .spec.template.spec.containers 0).env}}{{.name}}{{"\n"}}{{end}}'
+say "the gateway Collector observability/gateway and what kotel runs for it"
+for _ in $(seq 60); do
+  kubectl get deploy -n observability gateway-collector >/dev/null 2>&1 && break
+  sleep 0.5
+done
+kubectl get kcol,deploy,svc,cm -n observability
 say "Events"
 kubectl get events -n demo --field-selector involvedObject.kind=Deployment -o custom-columns=REASON:.reason,MESSAGE:.message
 
