@@ -683,7 +683,7 @@ async fn reconcile_collector(
             };
             let objects = gateway::desired(&owner, &col.spec, cfg, &ports_for(&col.spec, cfg))
                 .expect("gateway modes have objects");
-            Some(apply_gateway(&ctx, &ns, objects).await?)
+            Some(apply_gateway(&ctx, &ns, &gateway::object_name(&name), objects).await?)
         }
         Ok(_) if previous.replicas.is_some() => {
             // Switched to sidecar mode: the gateway goes.
@@ -792,96 +792,71 @@ async fn reconcile_collector(
 async fn apply_gateway(
     ctx: &Context,
     ns: &str,
+    name: &str,
     objects: gateway::Objects,
 ) -> Result<(i32, i32), Error> {
-    let name = gateway::object_name(
-        objects
-            .service
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(gateway::COLLECTOR_LABEL))
-            .map(String::as_str)
-            .unwrap_or_default(),
-    );
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let hash_of = |meta: Option<&ObjectMeta>| {
-        meta.and_then(|m| m.annotations.as_ref())
-            .and_then(|a| a.get(annotations::CONFIG_HASH))
-            .cloned()
+    let runs_hash = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
+        t.and_then(annotations::template_hash) == Some(objects.hash.as_str())
     };
+    // What runs now, when it already runs this configuration: (desired, ready).
     let (current, other) = match &objects.workload {
         gateway::Workload::Deployment(d) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-            let live = api.get_opt(&name).await?;
-            let same = live.as_ref().is_some_and(|l| {
-                let (ls, ds) = (l.spec.as_ref(), d.spec.as_ref());
-                hash_of(ls.and_then(|s| s.template.metadata.as_ref())) == Some(objects.hash.clone())
-                    && ls.and_then(|s| s.replicas) == ds.and_then(|s| s.replicas)
+            let want = d.spec.as_ref().and_then(|s| s.replicas);
+            let current = api.get_opt(name).await?.and_then(|l| {
+                let spec = l.spec.as_ref()?;
+                (runs_hash(Some(&spec.template)) && spec.replicas == want).then(|| {
+                    let st = l.status.clone().unwrap_or_default();
+                    (want.unwrap_or(1), st.ready_replicas.unwrap_or(0))
+                })
             });
-            (if same { live } else { None }, "DaemonSet")
+            (current, "DaemonSet")
         }
         gateway::Workload::DaemonSet(_) => {
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
-            let live = api.get_opt(&name).await?;
-            let same = live.as_ref().is_some_and(|l| {
-                hash_of(l.spec.as_ref().and_then(|s| s.template.metadata.as_ref()))
-                    == Some(objects.hash.clone())
+            let current = api.get_opt(name).await?.and_then(|l| {
+                runs_hash(l.spec.as_ref().map(|s| &s.template)).then(|| {
+                    let st = l.status.clone().unwrap_or_default();
+                    (st.desired_number_scheduled, st.number_ready)
+                })
             });
-            (
-                if same {
-                    live.map(|l| {
-                        let st = l.status.unwrap_or_default();
-                        Deployment {
-                            status: Some(k8s_openapi::api::apps::v1::DeploymentStatus {
-                                replicas: Some(st.desired_number_scheduled),
-                                ready_replicas: st.number_ready.into(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }
-                    })
-                } else {
-                    None
-                },
-                "Deployment",
-            )
+            (current, "Deployment")
         }
     };
-    remove_gateway(ctx, ns, &name, Some(other)).await?;
-    let counts =
-        |replicas: Option<i32>, ready: Option<i32>| (replicas.unwrap_or(0), ready.unwrap_or(0));
-    if let Some(live) = current {
+    remove_gateway(ctx, ns, name, Some(other)).await?;
+    if let Some(pods) = current {
         // Steady state: nothing to write.
-        let want = live.spec.as_ref().and_then(|s| s.replicas);
-        let st = live.status.unwrap_or_default();
-        return Ok(counts(want.or(st.replicas), st.ready_replicas));
+        return Ok(pods);
     }
     let sa: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), ns);
-    sa.patch(&name, &pp, &Patch::Apply(&objects.service_account))
+    sa.patch(name, &pp, &Patch::Apply(&objects.service_account))
         .await?;
     let cm: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    cm.patch(&name, &pp, &Patch::Apply(&objects.config_map))
+    cm.patch(name, &pp, &Patch::Apply(&objects.config_map))
         .await?;
     let svc: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    svc.patch(&name, &pp, &Patch::Apply(&objects.service))
+    svc.patch(name, &pp, &Patch::Apply(&objects.service))
         .await?;
     let pods = match &objects.workload {
         gateway::Workload::Deployment(d) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-            let live = api.patch(&name, &pp, &Patch::Apply(d)).await?;
+            let live = api.patch(name, &pp, &Patch::Apply(d)).await?;
             let st = live.status.unwrap_or_default();
-            counts(d.spec.as_ref().and_then(|s| s.replicas), st.ready_replicas)
+            (
+                d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                st.ready_replicas.unwrap_or(0),
+            )
         }
         gateway::Workload::DaemonSet(ds) => {
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
-            let live = api.patch(&name, &pp, &Patch::Apply(ds)).await?;
+            let live = api.patch(name, &pp, &Patch::Apply(ds)).await?;
             let st = live.status.unwrap_or_default();
             (st.desired_number_scheduled, st.number_ready)
         }
     };
     ctx.metrics.write("gateway");
-    info!(collector = %name, namespace = %ns, "applied the collector gateway");
+    info!(collector = %name, namespace = %ns, hash = %objects.hash, "applied the collector gateway");
     Ok(pods)
 }
 
