@@ -13,8 +13,8 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 step "unit and property tests"
 cargo test --workspace --exclude kotel-e2e
-step "build the operator"
-cargo build -p kotel-operator
+step "build the operator and the inference app"
+cargo build -p kotel-operator -p inference-app
 cargo test -p kotel-e2e --no-run
 
 if [ -n "${KOTEL_E2E_KUBECONFIG:-}" ]; then

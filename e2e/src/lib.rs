@@ -242,7 +242,17 @@ pub struct Operator {
     pub log: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A binary of this workspace's debug build ($CARGO_TARGET_DIR, else target/).
+pub fn built_binary(name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("debug")
+        .join(name)
+}
+
+/// A loopback port nobody listens on.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -273,12 +283,7 @@ impl Operator {
     ) -> anyhow::Result<Self> {
         let bin = std::env::var_os("KOTEL_OPERATOR_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| repo_root().join("target"))
-                    .join("debug/kotel-operator")
-            });
+            .unwrap_or_else(|| built_binary("kotel-operator"));
         if !bin.exists() {
             bail!(
                 "{} does not exist: build it with `cargo build -p kotel-operator` or set KOTEL_OPERATOR_BIN",
