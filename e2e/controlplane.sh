@@ -3,7 +3,8 @@
 # etcd + kube-apiserver + kube-controller-manager, built once from their pinned Go modules
 # (e2e/tools/*/go.mod) and cached outside the repository.
 #
-#   e2e/controlplane.sh build     build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm
+#   e2e/controlplane.sh build     build (or reuse) etcd, kube-apiserver, kube-controller-manager, kubectl, helm,
+#                                 and the OpenTelemetry Collector (otelcol-kotel, by ocb)
 #   e2e/controlplane.sh up        start everything, write $KOTEL_E2E_DIR/kubeconfig, wait until ready
 #   e2e/controlplane.sh down      stop everything started by `up` and delete its data
 #   e2e/controlplane.sh env       print `export KUBECONFIG=... PATH=...` for a shell
@@ -49,12 +50,40 @@ build_tool() {
   say "built $module in $((SECONDS - start))s"
 }
 
+# The OpenTelemetry Collector of the tests, built by the upstream builder (ocb) from
+# e2e/tools/otelcol/manifest.yaml (its first line pins the builder's version).
+build_collector() {
+  local manifest=$here/tools/otelcol/manifest.yaml
+  local stamp_file=$bin/.otelcol.stamp
+  local stamp
+  stamp=$(sha256sum "$manifest" | cut -c1-16)
+  if [ -x "$bin/otelcol-kotel" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  local ocb_version
+  ocb_version=$(awk 'NR == 1 && $2 == "ocb" {print $3}' "$manifest")
+  [ -n "$ocb_version" ] || die "the first line of $manifest must be '# ocb vX.Y.Z'"
+  say "building otelcol-kotel with ocb $ocb_version from $manifest"
+  local start=$SECONDS
+  GOBIN=$cache/ocb go install "go.opentelemetry.io/collector/cmd/builder@$ocb_version"
+  local work=$cache/otelcol-src
+  rm -rf "$work"
+  mkdir -p "$work"
+  sed "s#@OUTPUT@#$work#" "$manifest" >"$cache/otelcol-manifest.yaml"
+  "$cache/ocb/builder" --config "$cache/otelcol-manifest.yaml" --ldflags "-s -w" >"$cache/otelcol-build.log" 2>&1 \
+    || { tail -20 "$cache/otelcol-build.log" >&2; die "ocb failed (log: $cache/otelcol-build.log)"; }
+  cp "$work/otelcol-kotel" "$bin/"
+  echo "$stamp" >"$stamp_file"
+  say "built otelcol-kotel in $((SECONDS - start))s"
+}
+
 cmd_build() {
   need go "install Go (Debian: golang) to build the control plane"
   mkdir -p "$bin"
   build_tool etcd kotel.dev/e2e/tools/etcd
   build_tool kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl
   build_tool helm helm.sh/helm/v3/cmd/helm
+  build_collector
   say "binaries ready in $bin"
 }
 

@@ -506,3 +506,76 @@ impl OtlpHttpSink {
         Ok(OtlpHttpSink { url, received })
     }
 }
+
+/// A child process that is killed when the test ends, however it ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` with stdout and stderr in `log`.
+pub fn spawn(cmd: &mut Command, log: &std::path::Path) -> anyhow::Result<Proc> {
+    let out = std::fs::File::create(log)?;
+    Ok(Proc(
+        cmd.stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?,
+    ))
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// A fresh directory under the system's temp dir.
+pub fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", free_port()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The collector the tests run (built by `e2e/controlplane.sh build` with ocb).
+pub fn otelcol() -> anyhow::Result<PathBuf> {
+    which("otelcol-kotel")
+        .or_else(|| {
+            let p = std::env::var_os("HOME")
+                .map(PathBuf::from)?
+                .join(".cache/kotel-e2e/bin/otelcol-kotel");
+            p.is_file().then_some(p)
+        })
+        .ok_or_else(|| anyhow::anyhow!("otelcol-kotel not found: run e2e/controlplane.sh build"))
+}
+
+/// The environment a kubelet would give a container with `env`: values, the pod-name and
+/// node-name field references, and `$(VAR)` references to earlier variables expanded.
+pub fn container_env(env: &[EnvVar], pod: &str, node: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in env {
+        let raw = match (
+            &e.value,
+            e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()),
+        ) {
+            (Some(v), _) => v.clone(),
+            (None, Some(f)) if f.field_path == "metadata.name" => pod.to_string(),
+            (None, Some(f)) if f.field_path == "spec.nodeName" => node.to_string(),
+            _ => continue,
+        };
+        let mut value = raw;
+        for (k, v) in &out {
+            value = value.replace(&format!("$({k})"), v);
+        }
+        out.push((e.name.clone(), value));
+    }
+    out
+}

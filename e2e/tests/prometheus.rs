@@ -1,33 +1,12 @@
 //! A real Prometheus (Debian's `prometheus`) scrapes the operator's and the inference app's
 //! /metrics: both expositions parse, and the series the README documents are there.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use kotel_e2e::*;
 use serde_json::Value;
-
-/// A child process that is killed when the test ends, however it ends.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Proc> {
-    let out = std::fs::File::create(log)?;
-    Ok(Proc(
-        cmd.stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {cmd:?}"))?,
-    ))
-}
 
 fn encode(q: &str) -> String {
     q.bytes()
@@ -178,18 +157,4 @@ async fn prometheus_scrapes_the_operator_and_the_inference_app() -> anyhow::Resu
     op.stop()?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}", free_port()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

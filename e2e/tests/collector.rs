@@ -1,0 +1,278 @@
+//! The real OpenTelemetry Collector (otelcol-kotel, built by ocb from e2e/tools/otelcol):
+//! every configuration kotel renders passes its `validate` command exactly as the pod would
+//! read it, and the inference app, run with the env kotel injected into its Deployment,
+//! delivers its telemetry to it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::bail;
+use k8s_openapi::serde::Deserialize;
+use kotel_e2e::*;
+use kotel_operator::collector::{Collector, ports_for, validate_config};
+use kotel_operator::{gateway, sidecar};
+use serde_json::{Value, json};
+
+/// The Collectors of examples/ and a few more shapes (YAML string, extensions, several
+/// pipelines).
+fn collectors() -> Vec<(String, Collector)> {
+    let mut out = Vec::new();
+    let dir = repo_root().join("examples");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap();
+            if v["kind"] == "Collector" {
+                out.push((
+                    path.display().to_string(),
+                    serde_json::from_value(v).unwrap(),
+                ));
+            }
+        }
+    }
+    let more = [
+        json!({"mode": "sidecar", "config": "receivers: {otlp: {protocols: {grpc: {}}}}\nexporters: {debug: {}}\nservice: {pipelines: {logs: {receivers: [otlp], exporters: [debug]}}}\n"}),
+        json!({"mode": "deployment", "config": {
+            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "0.0.0.0:14317"}, "http": {}}}},
+            "processors": {"batch": {"timeout": "2s"}, "memory_limiter": {"check_interval": "1s", "limit_mib": 200}},
+            "exporters": {"otlp": {"endpoint": "backend:4317", "tls": {"insecure": true}}, "debug": {"verbosity": "detailed"}},
+            "extensions": {"health_check": {}},
+            "service": {"extensions": ["health_check"], "pipelines": {
+                "traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"], "exporters": ["otlp", "debug"]},
+                "metrics": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["otlp"]}}}}}),
+    ];
+    for (i, spec) in more.into_iter().enumerate() {
+        let c = json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Collector",
+                       "metadata": {"name": format!("c{i}"), "namespace": "n"}, "spec": spec});
+        out.push((format!("extra #{i}"), serde_json::from_value(c).unwrap()));
+    }
+    out
+}
+
+fn validate(bin: &std::path::Path, config_arg: &str, env: Option<(&str, &str)>) -> (bool, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(["validate", config_arg]);
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running otelcol-kotel");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
+    )
+}
+
+#[test]
+fn every_config_kotel_renders_passes_the_collectors_own_validation() -> anyhow::Result<()> {
+    let bin = otelcol()?;
+    let dir = tempdir("kotel-validate")?;
+    let all = collectors();
+    assert!(all.len() >= 4, "examples/ lost its Collectors");
+    for (at, col) in all {
+        let cfg = validate_config(&col.spec.config)
+            .map_err(|e| anyhow::anyhow!("{at}: kotel rejects it: {e}"))?;
+        let ports = ports_for(&col.spec, &cfg);
+        // As the native sidecar reads it: --config=env:KOTEL_COLLECTOR_CONFIG.
+        let c = sidecar::container(&col.spec, &cfg, &ports);
+        let inline = c.env.as_ref().unwrap()[0].value.clone().unwrap();
+        let (ok, out) = validate(
+            &bin,
+            "--config=env:KOTEL_COLLECTOR_CONFIG",
+            Some((sidecar::CONFIG_ENV, &inline)),
+        );
+        assert!(
+            ok,
+            "{at} (sidecar): the collector rejects what kotel renders:\n{out}\n{inline}"
+        );
+        // As a gateway reads it: the ConfigMap's file.
+        let owner = gateway::Owner {
+            name: "c",
+            namespace: "n",
+            uid: "u",
+        };
+        let mut spec = col.spec.clone();
+        spec.mode = kotel_operator::collector::Mode::Deployment;
+        let objects = gateway::desired(&owner, &spec, &cfg, &ports).unwrap();
+        let file = dir.join(gateway::CONFIG_KEY);
+        std::fs::write(
+            &file,
+            &objects.config_map.data.unwrap()[gateway::CONFIG_KEY],
+        )?;
+        let (ok, out) = validate(&bin, &format!("--config={}", file.display()), None);
+        assert!(
+            ok,
+            "{at} (gateway): the collector rejects what kotel renders:\n{out}"
+        );
+    }
+    // And what kotel refuses, the collector refuses too (kotel only refuses earlier).
+    let undefined = "receivers: {otlp: {protocols: {grpc: {}}}}\nexporters: {debug: {}}\nservice: {pipelines: {traces: {receivers: [otlp], exporters: [otlp/nowhere]}}}\n";
+    assert!(validate_config(&json!(undefined)).is_err());
+    let (ok, _) = validate(&bin, "--config=env:CFG", Some(("CFG", undefined)));
+    assert!(
+        !ok,
+        "otelcol accepted a pipeline naming an undefined exporter"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_inference_app_with_kotels_env_reaches_a_real_collector() -> anyhow::Result<()> {
+    let bin = otelcol()?;
+    let app_bin = built_binary("inference-app");
+    if !app_bin.exists() {
+        bail!(
+            "{} does not exist: cargo build -p inference-app",
+            app_bin.display()
+        );
+    }
+    let work = tempdir("kotel-otelcol")?;
+
+    // kotel injects into a Deployment; the env is read back from the API.
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "telemetry", json!({})).await?;
+    let op = Operator::start().await?;
+    let grpc = free_port();
+    ns.apply(
+        json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Instrumentation",
+        "metadata": {"name": "otel"},
+        "spec": {"exporter": {"endpoint": format!("http://127.0.0.1:{grpc}"), "protocol": "grpc"},
+                 "sampler": {"type": "parentbased_always_on"},
+                 "resourceAttributes": {"deployment.environment.name": "e2e"},
+                 "metricExportInterval": "1s"}}),
+    )
+    .await?;
+    let mut d = deployment(
+        "house-price",
+        json!({"kotel.dev/inject": "true"}),
+        json!([]),
+    );
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("kotel/inference-app:1.2.0");
+    ns.apply(d).await?;
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    wait_for("injection", Duration::from_secs(30), || async {
+        Ok(template_hash(&api.get("house-price").await?).is_some())
+    })
+    .await?;
+    let injected = api.get("house-price").await?;
+    let container = injected
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .name
+        .clone();
+    let env = container_env(
+        &template_env(&injected, &container),
+        "house-price-7d4b9-x2x4q",
+        "node-1",
+    );
+    assert!(
+        env.iter().any(|(k, _)| k == "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{env:?}"
+    );
+
+    // The collector: OTLP in, everything to its debug exporter's log.
+    let config = work.join("otelcol.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers: {{otlp: {{protocols: {{grpc: {{endpoint: '127.0.0.1:{grpc}'}}}}}}}}\n\
+             exporters: {{debug: {{verbosity: detailed}}}}\n\
+             service:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines:\n\
+             \x20   traces: {{receivers: [otlp], exporters: [debug]}}\n\
+             \x20   metrics: {{receivers: [otlp], exporters: [debug]}}\n\
+             \x20   logs: {{receivers: [otlp], exporters: [debug]}}\n"
+        ),
+    )?;
+    let col_log = work.join("otelcol.log");
+    let _col = spawn(
+        Command::new(&bin).arg(format!("--config={}", config.display())),
+        &col_log,
+    )?;
+
+    // The app, as the pod would run it, with a model and some traffic.
+    let model = work.join("model");
+    let trained = Command::new(&app_bin)
+        .args(["train", "--out"])
+        .arg(&model)
+        .output()?;
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(&app_bin);
+    cmd.args(["serve", "--addr", &addr, "--model-dir"])
+        .arg(&model);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let _app = spawn(&mut cmd, &work.join("app.log"))?;
+    wait_for("the app to be ready", Duration::from_secs(30), || async {
+        Ok(http_get(&format!("http://{addr}/ready"))
+            .await
+            .is_ok_and(|(c, _)| c == 200))
+    })
+    .await?;
+    let load = Command::new(&app_bin)
+        .args([
+            "load",
+            "--url",
+            &format!("http://{addr}/predict"),
+            "--requests",
+            "20",
+        ])
+        .args(["--concurrency", "2", "--quiet"])
+        .output()?;
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+
+    let wanted = [
+        "service.name: Str(house-price)",
+        "k8s.namespace.name: Str(",
+        "k8s.deployment.name: Str(house-price)",
+        "k8s.pod.name: Str(house-price-7d4b9-x2x4q)",
+        "k8s.node.name: Str(node-1)",
+        "service.version: Str(1.2.0)",
+        "deployment.environment.name: Str(e2e)",
+        "Name           : POST /predict",
+        "Name           : inference",
+        "http.server.request.duration",
+        "inference.requests",
+        "Body: Str(request served)",
+    ];
+    let seen = wait_for(
+        "the app's spans, metrics and logs at the collector",
+        Duration::from_secs(30),
+        || {
+            let log = std::fs::read_to_string(&col_log).unwrap_or_default();
+            async move { Ok(wanted.iter().all(|w| log.contains(w))) }
+        },
+    )
+    .await;
+    if let Err(e) = seen {
+        let log = std::fs::read_to_string(&col_log).unwrap_or_default();
+        let missing: Vec<_> = wanted.iter().filter(|w| !log.contains(**w)).collect();
+        let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+        bail!(
+            "{e}: missing {missing:?}\ninjected env: {env:?}\ncollector log (last lines, reversed):\n{tail}"
+        );
+    }
+    op.stop()?;
+    ns.cleanup().await;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
