@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: kotel end to end on a machine without Docker. Starts the local control plane,
 # installs the CRDs, runs the operator, applies examples/, and shows what kotel injected into
-# the Deployment and into the ReplicaSet the real controller-manager stamped from it.
+# the Deployment and into the ReplicaSet the real controller-manager stamped from it. Then it
+# runs the inference app as a local process with exactly that env (read back from the API),
+# next to a real OpenTelemetry Collector running the sidecar configuration kotel rendered,
+# sends requests, and shows the spans the collector received.
 # Ctrl-C stops everything. KOTEL_DEMO_EXIT=1 stops right after showing the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,16 +12,20 @@ export KOTEL_E2E_DIR=${KOTEL_E2E_DIR:-$PWD/.e2e/demo}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 op_pid=
+app_pid=
+col_pid=
 cleanup() {
+  for p in $app_pid $col_pid; do kill "$p" 2>/dev/null || true; done
   [ -n "$op_pid" ] && kill "$op_pid" 2>/dev/null && wait "$op_pid" 2>/dev/null || true
   e2e/controlplane.sh down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-say "building the operator"
-cargo build -q -p kotel-operator
+say "building the operator and the inference app"
+cargo build -q -p kotel-operator -p inference-app
 bin=${CARGO_TARGET_DIR:-target}/debug/kotel-operator
+app=${CARGO_TARGET_DIR:-target}/debug/inference-app
 
 say "starting a local control plane (etcd, kube-apiserver, kube-controller-manager)"
 e2e/controlplane.sh up >/dev/null
@@ -63,6 +70,52 @@ done
 kubectl get kcol,deploy,svc,cm -n observability
 say "Events"
 kubectl get events -n demo --field-selector involvedObject.kind=Deployment -o custom-columns=REASON:.reason,MESSAGE:.message
+
+say "the sidecar's configuration, as kotel rendered it, in a real OpenTelemetry Collector (otelcol-kotel, built by ocb)"
+kubectl get deploy -n demo house-price -o jsonpath='{.spec.template.spec.initContainers[0].env[0].value}' >"$KOTEL_E2E_DIR/sidecar.yaml"
+cat "$KOTEL_E2E_DIR/sidecar.yaml"
+# Same receivers and pipelines; the debug exporter prints whole spans so that they show here.
+otelcol-kotel --config="$KOTEL_E2E_DIR/sidecar.yaml" --set=exporters::debug::verbosity=detailed \
+  >"$KOTEL_E2E_DIR/collector.log" 2>&1 &
+col_pid=$!
+
+say "the inference app as a local process with the env of demo/house-price (pod name and node name as a kubelet would fill them)"
+kubectl get deploy -n demo house-price -o json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+c = next(c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
+out = {}
+for e in c.get("env", []):
+    if "value" in e:
+        v = e["value"]
+    else:
+        path = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        v = {"metadata.name": "house-price-demo-1", "spec.nodeName": "localhost"}.get(path)
+        if v is None:
+            continue
+    for k, known in out.items():
+        v = v.replace("$(" + k + ")", known)
+    out[e["name"]] = v
+for k, v in out.items():
+    print(k + "=" + v)
+' >"$KOTEL_E2E_DIR/app.env"
+cat "$KOTEL_E2E_DIR/app.env"
+"$app" train --out "$KOTEL_E2E_DIR/model" >/dev/null
+mapfile -t app_env <"$KOTEL_E2E_DIR/app.env"
+env -u OTEL_EXPORTER_OTLP_ENDPOINT "${app_env[@]}" "$app" serve --model-dir "$KOTEL_E2E_DIR/model" --addr 127.0.0.1:18000 \
+  >"$KOTEL_E2E_DIR/app.log" 2>&1 &
+app_pid=$!
+for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18000/ready && break; sleep 0.2; done
+say "POST /predict {\"features\":[1500]}"
+curl -s -XPOST http://127.0.0.1:18000/predict -H 'content-type: application/json' -d '{"features":[1500]}'
+echo
+"$app" load --url http://127.0.0.1:18000/predict --requests 20 --concurrency 2 --quiet | grep 'requests:' || true
+for _ in $(seq 50); do grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/collector.log" && break; sleep 0.2; done
+say "what the collector received: the resource of the first span batch, then the spans by name"
+awk '/^Resource attributes:/{n=NR; buf=""} n{buf=buf $0 "\n"} /^ScopeSpans #/{if (n) {printf "%s", buf; exit}}' "$KOTEL_E2E_DIR/collector.log"
+grep -o 'Name           : .*' "$KOTEL_E2E_DIR/collector.log" | sort | uniq -c
+grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/collector.log" \
+  || { echo "the collector received no spans; its log:"; tail -20 "$KOTEL_E2E_DIR/collector.log"; exit 1; }
 
 if [ "${KOTEL_DEMO_EXIT:-}" = 1 ]; then exit 0; fi
 say "the control plane keeps running: in another shell, eval \"\$(e2e/controlplane.sh env)\" and try kubectl. Ctrl-C stops everything."
