@@ -47,12 +47,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let resource = Resource::builder().build();
-    // The exporters' and the log writer's threads start at a lower CPU priority: when the
-    // cores are busy, a request runs before a telemetry batch is encoded.
-    let handle = rt.handle().clone();
-    let (tel, (writer, _log_guard)) = telemetry::at_background_priority(|| {
-        let _g = handle.enter();
-        let tel = telemetry::init(env, resource);
+    // The exporters, their gRPC/HTTP connections and the log writer run on threads of their
+    // own at a lower CPU priority. tonic encodes a batch inside its connection task: on the
+    // request runtime that held a worker for a millisecond or two per batch.
+    let (export_rt, tel, (writer, _log_guard)) = telemetry::at_background_priority(|| {
+        let export_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otel-export")
+            .enable_all()
+            .build();
+        let tel = match &export_rt {
+            Ok(ert) => {
+                let _g = ert.enter();
+                telemetry::init(env, resource)
+            }
+            Err(e) => Err(anyhow::anyhow!("starting the telemetry runtime: {e}")),
+        };
         let log = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(true)
             .buffered_lines_limit(64 * 1024)
@@ -60,8 +70,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 64 * 1024,
                 std::io::stdout(),
             ));
-        (tel, log)
+        (export_rt, tel, log)
     });
+    let export_rt = export_rt?;
     let mut tel = tel?;
     let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
@@ -119,6 +130,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
         tracing::info!(addr = %listener.local_addr()?, model = %state.model.card.name, version = %state.model.card.version,
             tracing_enabled = state.tracing_enabled, "serving");
+        // A reply goes out in one write; Nagle's algorithm would only hold it back.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
@@ -132,5 +147,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tel.shutdown();
     tracing::info!("stopped");
     drop(rt);
+    drop(export_rt);
     res
 }
