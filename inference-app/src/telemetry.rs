@@ -219,7 +219,7 @@ impl SamplerSpec {
 const QUEUE: usize = 4096;
 /// Spans or log records per OTLP export: fewer, larger requests cost the app and the
 /// receiver less per item than the SDK default of 512.
-const BATCH: usize = 2048;
+const BATCH: usize = 1024;
 
 /// Counts spans that have left the queue (exported or failed).
 #[derive(Debug)]
