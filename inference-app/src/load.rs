@@ -285,9 +285,14 @@ mod tests {
         );
         assert_eq!(
             target("http://localhost/v2/models/m/infer?x=1").unwrap(),
-            ("localhost:80".to_string(), "/v2/models/m/infer?x=1".to_string())
+            (
+                "localhost:80".to_string(),
+                "/v2/models/m/infer?x=1".to_string()
+            )
         );
-        let e = target("https://example.com/predict").unwrap_err().to_string();
+        let e = target("https://example.com/predict")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http://"), "{e}");
         assert!(target("not a url").is_err());
     }
