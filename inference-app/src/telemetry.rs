@@ -356,18 +356,46 @@ pub fn at_background_priority<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// Log records batch like spans: a bounded queue (records beyond it are dropped) and
 /// large exports.
-fn log_batch(
-    e: impl opentelemetry_sdk::logs::LogExporter + 'static,
-) -> opentelemetry_sdk::logs::BatchLogProcessor {
-    opentelemetry_sdk::logs::BatchLogProcessor::builder(e)
-        .with_batch_config(
-            opentelemetry_sdk::logs::BatchConfigBuilder::default()
-                .with_max_queue_size(QUEUE)
-                .with_max_export_batch_size(BATCH)
-                .with_scheduled_delay(Duration::from_millis(1000))
-                .build(),
-        )
-        .build()
+fn log_batch(e: impl opentelemetry_sdk::logs::LogExporter + 'static) -> Timestamped {
+    Timestamped(
+        opentelemetry_sdk::logs::BatchLogProcessor::builder(e)
+            .with_batch_config(
+                opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                    .with_max_queue_size(QUEUE)
+                    .with_max_export_batch_size(BATCH)
+                    .with_scheduled_delay(Duration::from_millis(1000))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// Gives every record a timestamp. The tracing bridge leaves it unset, and an OTLP record with
+/// time 0 shows up in backends as written in 1970.
+#[derive(Debug)]
+struct Timestamped(opentelemetry_sdk::logs::BatchLogProcessor);
+
+impl opentelemetry_sdk::logs::LogProcessor for Timestamped {
+    fn emit(
+        &self,
+        record: &mut opentelemetry_sdk::logs::SdkLogRecord,
+        scope: &opentelemetry::InstrumentationScope,
+    ) {
+        use opentelemetry::logs::LogRecord as _;
+        if record.timestamp().is_none() {
+            record.set_timestamp(std::time::SystemTime::now());
+        }
+        self.0.emit(record, scope)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource)
+    }
 }
 
 /// The batch processors run on their own threads and block on export, so this must not be

@@ -363,6 +363,18 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
         assert!(field("http.response.status_code").is_some(), "{rec:?}");
         assert!(field("latency_ms").is_some(), "{rec:?}");
         assert_eq!(rec.severity_text, "INFO");
+        // Every record carries its time, also those that came through the tracing bridge.
+        for r in l
+            .iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| &sl.log_records)
+        {
+            assert!(
+                r.time_unix_nano > 0,
+                "a log record without a timestamp: {r:?}"
+            );
+        }
     }
 
     // SIGTERM drains and exits cleanly.
