@@ -579,3 +579,84 @@ pub fn container_env(env: &[EnvVar], pod: &str, node: &str) -> Vec<(String, Stri
     }
     out
 }
+
+/// The inference app as a local process: a freshly trained model, serving on a free port
+/// with exactly the OTEL_* env it is given (inherited OTEL_* variables are removed).
+pub struct InferenceApp {
+    _proc: Proc,
+    bin: PathBuf,
+    /// Its `host:port`.
+    pub addr: String,
+}
+
+impl InferenceApp {
+    /// The debug build of `inference-app`, or an error that says how to build it.
+    pub fn binary() -> anyhow::Result<PathBuf> {
+        let bin = built_binary("inference-app");
+        if !bin.exists() {
+            bail!(
+                "{} does not exist: cargo build -p inference-app",
+                bin.display()
+            );
+        }
+        Ok(bin)
+    }
+
+    /// Trains a model under `work`, starts `serve` with `env` and waits until it is ready.
+    pub async fn start(
+        bin: &std::path::Path,
+        work: &std::path::Path,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let model = work.join("model");
+        let trained = Command::new(bin)
+            .args(["train", "--out"])
+            .arg(&model)
+            .output()?;
+        assert!(
+            trained.status.success(),
+            "{}",
+            String::from_utf8_lossy(&trained.stderr)
+        );
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--addr", &addr, "--model-dir"])
+            .arg(&model);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+            cmd.env_remove(k);
+        }
+        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let proc = spawn(&mut cmd, &work.join("app.log"))?;
+        wait_for("the app to be ready", Duration::from_secs(30), || async {
+            Ok(http_get(&format!("http://{addr}/ready"))
+                .await
+                .is_ok_and(|(c, _)| c == 200))
+        })
+        .await?;
+        Ok(InferenceApp {
+            _proc: proc,
+            bin: bin.to_path_buf(),
+            addr,
+        })
+    }
+
+    /// Sends `requests` POST /predict requests with the app's own load generator.
+    pub fn load(&self, requests: u32) -> anyhow::Result<()> {
+        let load = Command::new(&self.bin)
+            .args([
+                "load",
+                "--url",
+                &format!("http://{}/predict", self.addr),
+                "--requests",
+                &requests.to_string(),
+            ])
+            .args(["--concurrency", "2", "--quiet"])
+            .output()?;
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        Ok(())
+    }
+}

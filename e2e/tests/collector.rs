@@ -120,13 +120,7 @@ fn every_config_kotel_renders_passes_the_collectors_own_validation() -> anyhow::
 #[tokio::test]
 async fn the_inference_app_with_kotels_env_reaches_a_real_collector() -> anyhow::Result<()> {
     let bin = otelcol()?;
-    let app_bin = built_binary("inference-app");
-    if !app_bin.exists() {
-        bail!(
-            "{} does not exist: cargo build -p inference-app",
-            app_bin.display()
-        );
-    }
+    let app_bin = InferenceApp::binary()?;
     let work = tempdir("kotel-otelcol")?;
 
     // kotel injects into a Deployment; the env is read back from the API.
@@ -199,46 +193,8 @@ async fn the_inference_app_with_kotels_env_reaches_a_real_collector() -> anyhow:
     )?;
 
     // The app, as the pod would run it, with a model and some traffic.
-    let model = work.join("model");
-    let trained = Command::new(&app_bin)
-        .args(["train", "--out"])
-        .arg(&model)
-        .output()?;
-    assert!(
-        trained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trained.stderr)
-    );
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(&app_bin);
-    cmd.args(["serve", "--addr", &addr, "--model-dir"])
-        .arg(&model);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
-        cmd.env_remove(k);
-    }
-    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let _app = spawn(&mut cmd, &work.join("app.log"))?;
-    wait_for("the app to be ready", Duration::from_secs(30), || async {
-        Ok(http_get(&format!("http://{addr}/ready"))
-            .await
-            .is_ok_and(|(c, _)| c == 200))
-    })
-    .await?;
-    let load = Command::new(&app_bin)
-        .args([
-            "load",
-            "--url",
-            &format!("http://{addr}/predict"),
-            "--requests",
-            "20",
-        ])
-        .args(["--concurrency", "2", "--quiet"])
-        .output()?;
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    let app = InferenceApp::start(&app_bin, &work, &env).await?;
+    app.load(20)?;
 
     let wanted = [
         "service.name: Str(house-price)",

@@ -34,13 +34,7 @@ async fn prometheus_scrapes_the_operator_and_the_inference_app() -> anyhow::Resu
     let Some(prometheus) = which("prometheus") else {
         bail!("prometheus is not installed: apt-get install prometheus (.ci/run does)");
     };
-    let app_bin = built_binary("inference-app");
-    if !app_bin.exists() {
-        bail!(
-            "{} does not exist: cargo build -p inference-app",
-            app_bin.display()
-        );
-    }
+    let app_bin = InferenceApp::binary()?;
     let work = tempdir("kotel-prom")?;
 
     // The operator, with its CRDs.
@@ -49,45 +43,14 @@ async fn prometheus_scrapes_the_operator_and_the_inference_app() -> anyhow::Resu
     let op = Operator::start().await?;
 
     // The inference app, with a freshly trained model, and some traffic.
-    let model = work.join("model");
-    let trained = Command::new(&app_bin)
-        .args(["train", "--out"])
-        .arg(&model)
-        .output()?;
-    assert!(
-        trained.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trained.stderr)
-    );
-    let app_addr = format!("127.0.0.1:{}", free_port());
-    let _app = spawn(
-        Command::new(&app_bin)
-            .args(["serve", "--addr", &app_addr, "--model-dir"])
-            .arg(&model)
-            .env("OTEL_SDK_DISABLED", "true"),
-        &work.join("app.log"),
-    )?;
-    wait_for("the app to be ready", Duration::from_secs(30), || async {
-        Ok(http_get(&format!("http://{app_addr}/ready"))
-            .await
-            .is_ok_and(|(c, _)| c == 200))
-    })
+    let app = InferenceApp::start(
+        &app_bin,
+        &work,
+        &[("OTEL_SDK_DISABLED".into(), "true".into())],
+    )
     .await?;
-    let load = Command::new(&app_bin)
-        .args([
-            "load",
-            "--url",
-            &format!("http://{app_addr}/predict"),
-            "--requests",
-            "40",
-        ])
-        .args(["--concurrency", "2", "--quiet"])
-        .output()?;
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
+    let app_addr = app.addr.clone();
+    app.load(40)?;
 
     // Prometheus, scraping both every second.
     let prom_addr = format!("127.0.0.1:{}", free_port());

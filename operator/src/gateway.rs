@@ -7,16 +7,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, Service, ServiceAccount,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sha2::{Digest, Sha256};
 
 use crate::annotations::CONFIG_HASH;
 use crate::collector::{CollectorPort, CollectorSpec, Mode, ValidConfig};
-use crate::sidecar::hardened_security_context;
+use crate::inject::short_hash;
+use crate::sidecar;
 
 /// The label every gateway object carries; its value is the Collector's name.
 pub const COLLECTOR_LABEL: &str = "kotel.dev/collector";
@@ -128,23 +128,9 @@ fn container(spec: &CollectorSpec, ports: &[CollectorPort]) -> Container {
         image: Some(spec.image().to_string()),
         args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_KEY}")]),
         env: (!spec.env.is_empty()).then(|| spec.env.clone()),
-        ports: (!ports.is_empty()).then(|| {
-            ports
-                .iter()
-                .map(|p| ContainerPort {
-                    name: Some(p.name.clone()),
-                    container_port: p.port,
-                    protocol: Some(p.protocol.clone()),
-                    ..Default::default()
-                })
-                .collect()
-        }),
+        ports: sidecar::container_ports(ports),
         resources: spec.resources.clone(),
-        security_context: Some(
-            spec.security_context
-                .clone()
-                .unwrap_or_else(hardened_security_context),
-        ),
+        security_context: Some(sidecar::security_context(spec)),
         volume_mounts: Some(vec![VolumeMount {
             name: "config".to_string(),
             mount_path: CONFIG_DIR.to_string(),
@@ -168,14 +154,8 @@ pub fn desired(
     }
     let yaml = config.to_yaml();
     let container = container(spec, ports);
-    let hash = {
-        let body = serde_json::to_vec(&(&yaml, &container)).expect("a container serialises");
-        Sha256::digest(&body)
-            .iter()
-            .take(5)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let hash =
+        short_hash(&serde_json::to_vec(&(&yaml, &container)).expect("a container serialises"));
     let selector = BTreeMap::from([(COLLECTOR_LABEL.to_string(), owner.name.to_string())]);
     let name = object_name(owner.name);
     let template = PodTemplateSpec {
@@ -296,6 +276,17 @@ mod tests {
         }
     }
 
+    fn template_meta(o: &Objects) -> ObjectMeta {
+        deployment(o)
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .clone()
+            .unwrap()
+    }
+
     #[test]
     fn gateway_workloads_are_recognised_by_both_labels() {
         let o = render(&spec(json!({}))).unwrap();
@@ -390,17 +381,7 @@ mod tests {
                 ("otlp-http".to_string(), 4318)
             ]
         );
-        let template_labels = deployment(&o)
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels
-            .clone()
-            .unwrap();
+        let template_labels = template_meta(&o).labels.unwrap();
         for (k, v) in svc.selector.as_ref().unwrap() {
             assert_eq!(template_labels.get(k), Some(v));
         }
@@ -426,17 +407,7 @@ mod tests {
         let base = render(&spec(json!({}))).unwrap();
         assert_eq!(base.hash, render(&spec(json!({}))).unwrap().hash);
         assert_eq!(base.hash.len(), 10);
-        let annotated = deployment(&base)
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap();
+        let annotated = template_meta(&base).annotations.unwrap();
         assert_eq!(annotated[CONFIG_HASH], base.hash);
         let other_config = render(&spec(json!({"config": {
             "receivers": {"otlp": {"protocols": {"grpc": {}}}},

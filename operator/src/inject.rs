@@ -359,8 +359,16 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
 pub fn config_hash(containers: &[(String, Vec<EnvVar>)], sidecar: Option<&Container>) -> String {
     let body = serde_json::to_vec(&json!({"containers": containers, "sidecar": sidecar}))
         .expect("env and containers serialise");
-    let digest = Sha256::digest(&body);
-    digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+    short_hash(&body)
+}
+
+/// The value of `kotel.dev/config-hash`: the first 5 bytes of a SHA-256, in hex.
+pub fn short_hash(body: &[u8]) -> String {
+    Sha256::digest(body)
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Intent {

@@ -30,6 +30,28 @@ pub fn hardened_security_context() -> SecurityContext {
     }
 }
 
+/// The collector container's ports, shared by the sidecar and the gateway workloads.
+pub fn container_ports(ports: &[CollectorPort]) -> Option<Vec<ContainerPort>> {
+    (!ports.is_empty()).then(|| {
+        ports
+            .iter()
+            .map(|p| ContainerPort {
+                name: Some(p.name.clone()),
+                container_port: p.port,
+                protocol: Some(p.protocol.clone()),
+                ..Default::default()
+            })
+            .collect()
+    })
+}
+
+/// The Collector's own security context, else the hardened default.
+pub fn security_context(spec: &CollectorSpec) -> SecurityContext {
+    spec.security_context
+        .clone()
+        .unwrap_or_else(hardened_security_context)
+}
+
 /// The sidecar container: an `initContainers` entry with `restartPolicy: Always` (a native
 /// sidecar), so it starts before the application, stops after it, and never keeps a Job alive.
 pub fn container(spec: &CollectorSpec, config: &ValidConfig, ports: &[CollectorPort]) -> Container {
@@ -44,23 +66,9 @@ pub fn container(spec: &CollectorSpec, config: &ValidConfig, ports: &[CollectorP
         image: Some(spec.image().to_string()),
         args: Some(vec![format!("--config=env:{CONFIG_ENV}")]),
         env: Some(env),
-        ports: (!ports.is_empty()).then(|| {
-            ports
-                .iter()
-                .map(|p| ContainerPort {
-                    name: Some(p.name.clone()),
-                    container_port: p.port,
-                    protocol: Some(p.protocol.clone()),
-                    ..Default::default()
-                })
-                .collect()
-        }),
+        ports: container_ports(ports),
         resources: spec.resources.clone(),
-        security_context: Some(
-            spec.security_context
-                .clone()
-                .unwrap_or_else(hardened_security_context),
-        ),
+        security_context: Some(security_context(spec)),
         restart_policy: Some("Always".to_string()),
         ..Default::default()
     }
