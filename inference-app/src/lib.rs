@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod load;
+pub mod log_writer;
 pub mod metrics;
 pub mod model;
 pub mod serve;

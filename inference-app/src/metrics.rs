@@ -170,7 +170,7 @@ impl AppMetrics {
         registry.register("model_info", "The loaded model", info);
         registry.register(
             "telemetry_dropped_items",
-            "Spans dropped because the export queue was full",
+            "Spans and JSON log lines dropped because their queue was full",
             dropped_counter.clone(),
         );
 
@@ -192,7 +192,7 @@ impl AppMetrics {
                 .build();
             let d = dropped.clone();
             m.u64_observable_counter("telemetry.dropped_items")
-                .with_description("Spans dropped because the export queue was full")
+                .with_description("Spans and JSON log lines dropped because their queue was full")
                 .with_callback(move |o| o.observe(d.load(Ordering::Relaxed), &[]))
                 .build();
             let model_attr = KeyValue::new("model.name", name_attr.clone());

@@ -13,9 +13,13 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::http::{ACCESS_TARGET, AppState, DEFAULT_BODY_LIMIT, router};
+use crate::log_writer;
 use crate::metrics::AppMetrics;
 use crate::model::Model;
 use crate::telemetry;
+
+/// Bytes of JSON log lines that may wait for stdout before lines are dropped.
+const LOG_BUFFER_CAP: usize = 4 << 20;
 
 /// Serve options.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,7 +54,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The exporters, their gRPC/HTTP connections and the log writer run on threads of their
     // own at a lower CPU priority. tonic encodes a batch inside its connection task: on the
     // request runtime that held a worker for a millisecond or two per batch.
-    let (export_rt, tel, (writer, _log_guard)) = telemetry::at_background_priority(|| {
+    let (export_rt, tel, log) = telemetry::at_background_priority(|| {
         let export_rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("otel-export")
@@ -63,17 +67,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
             Err(e) => Err(anyhow::anyhow!("starting the telemetry runtime: {e}")),
         };
-        let log = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(true)
-            .buffered_lines_limit(64 * 1024)
-            .finish(std::io::BufWriter::with_capacity(
-                64 * 1024,
-                std::io::stdout(),
-            ));
+        let dropped = tel.as_ref().map(|t| t.dropped.clone()).unwrap_or_default();
+        let log = log_writer::spawn(std::io::stdout(), LOG_BUFFER_CAP, dropped);
         (export_rt, tel, log)
     });
     let export_rt = export_rt?;
     let mut tel = tel?;
+    let (writer, _log_guard) = log?;
     let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .json()
