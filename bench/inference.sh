@@ -34,7 +34,8 @@ cp "$peer/app.py" "$peer/house_price_model.pkl" "$work/"
 
 sink_port=18990
 "$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$work/sink.log" 2>&1 &
-pids+=($!)
+sink_pid=$!
+pids+=($sink_pid)
 sleep 2
 
 wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null -XPOST -H 'content-type: application/json' -d '{"features":[1500]}' "$1" && return 0; sleep 0.2; done; return 1; }
@@ -69,6 +70,20 @@ measure() {
   p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$work/wrk.$pid")")
   local cpu; cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v d="$((duration * runs))" 'BEGIN{printf "%.0f", (b-a)/hz/d*100}')
   printf '| %s | %.0f | %.2f | %.2f | %s%% | %.0f MiB |\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$((peak / 1024))" >>"$work/table"
+}
+
+# per_request PID RATE: a paced load at RATE for $duration s, its report, then a line
+# "cost APP_US SINK_US": CPU microseconds per request of the service and of the OTLP sink.
+# At a fixed rate this is steadier than requests/s at saturation on a shared 2-core VM.
+per_request() {
+  local pid=$1 rate=$2 a0 s0 a1 s1
+  a0=$(ticks "$pid"); s0=$(ticks "$sink_pid")
+  "$app" load --url "http://127.0.0.1:$port/predict" --rate "$rate" --duration "$duration" --concurrency 32 --quiet >"$work/paced"
+  sleep 1.5   # the last batches reach the sink
+  a1=$(ticks "$pid"); s1=$(ticks "$sink_pid")
+  cat "$work/paced"
+  awk -v a="$((a1 - a0))" -v s="$((s1 - s0))" -v hz="$(getconf CLK_TCK)" -v n="$(awk '/^requests:/{print $2}' "$work/paced")" \
+    'BEGIN{printf "cost %.1f %.1f\n", a/hz/n*1e6, s/hz/n*1e6}'
 }
 
 echo "| service (wrk -t2 -c$conns, ${duration}s, 2 cores shared with wrk and the sink) | requests/s | p50 ms | p99 ms | CPU | RSS |" >"$work/table"
@@ -107,22 +122,27 @@ for mode in on sampled off; do
     on_rps=$rps
     half=$(awk -v r="$rps" 'BEGIN{printf "%d", r/2}')
     dropped=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^telemetry_dropped_items_total/{print $2}')
-    "$app" load --url "http://127.0.0.1:$port/predict" --rate "$half" --duration "$duration" --concurrency 32 --quiet >"$work/half"
+    per_request "$pid" "$half" >"$work/half"
     half_p99=$(awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/half")
+    cost_on=$(awk '/^cost/{print $2, $3}' "$work/half")
     dropped_half=$(( $(curl -s "http://127.0.0.1:$port/metrics" | awk '/^telemetry_dropped_items_total/{print $2}') - dropped ))
   elif [ "$mode" = sampled ]; then
     sampled_rps=$rps
   else
     off_rps=$rps
+    per_request "$pid" "$half" >"$work/half.off"
+    cost_off=$(awk '/^cost/{print $2}' "$work/half.off")
   fi
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
 cat "$work/table"
-awk -v on="$on_rps" -v off="$off_rps" -v sampled="$sampled_rps" -v peer="$peer_rps" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" 'BEGIN{
+awk -v on="$on_rps" -v off="$off_rps" -v sampled="$sampled_rps" -v peer="$peer_rps" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" 'BEGIN{
+  split(c, con, " ")
   printf "\n- inference-app with telemetry on / Python seed, one worker: %.0fx\n", on/peer
   printf "- telemetry overhead (1 - on/off): %.1f%%; with traces sampled at 10%%: %.1f%%\n", (1-on/off)*100, (1-sampled/off)*100
   printf "- p99 at half the max rate (%d req/s, inference-app load): %s ms\n", hr, half
+  printf "- CPU per request at that paced rate: %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
   printf "- spans dropped by the bounded export queue: %s at full load (all runs), %s at half rate\n", d, dh
 }'
 echo "- OTLP sink received: $(tail -1 "$work/sink.log")"
