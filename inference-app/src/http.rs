@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -15,13 +15,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::metrics::{AppMetrics, Outcome};
 use crate::model::Model;
+use crate::recorder::{self, Phase, Recorder, RequestRecord};
 
 /// Default request body limit.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
@@ -32,52 +32,29 @@ pub struct AppState {
     pub model: Arc<Model>,
     /// Set after the model is loaded and warmed up.
     pub ready: AtomicBool,
-    /// Tracer for request spans.
-    pub tracer: opentelemetry_sdk::trace::SdkTracer,
-    /// Metrics.
+    /// Prometheus metrics, recorded inline.
     pub metrics: AppMetrics,
-    /// Whether spans are exported.
-    pub tracing_enabled: bool,
+    /// Turns finished requests into spans, OTLP metrics and OTLP log records.
+    pub recorder: Arc<Recorder>,
     /// OTEL_EXPORTER_OTLP_ENDPOINT.
     pub collector_endpoint: Option<String>,
-    /// The OTLP logger for access records, when the logs exporter is on (they bypass the
-    /// tracing bridge, which formats every field into a string).
-    access_log: Option<opentelemetry_sdk::logs::SdkLogger>,
-    /// `model.name` and `model.version` of the inference span, built once (cloning them
-    /// per request is a reference count, not a string copy).
-    model_attrs: [KeyValue; 2],
 }
 
 impl AppState {
     /// The state for a loaded model; `ready` starts false.
     pub fn new(
         model: Arc<Model>,
-        tracer: opentelemetry_sdk::trace::SdkTracer,
         metrics: AppMetrics,
-        tracing_enabled: bool,
+        recorder: Arc<Recorder>,
         collector_endpoint: Option<String>,
     ) -> Self {
-        let name: Arc<str> = model.card.name.as_str().into();
-        let version: Arc<str> = model.card.version.as_str().into();
         AppState {
-            model_attrs: [
-                KeyValue::new("model.name", opentelemetry::StringValue::from(name)),
-                KeyValue::new("model.version", opentelemetry::StringValue::from(version)),
-            ],
-            access_log: None,
             model,
             ready: AtomicBool::new(false),
-            tracer,
             metrics,
-            tracing_enabled,
+            recorder,
             collector_endpoint,
         }
-    }
-
-    /// Sends the access records over OTLP through `logger`.
-    pub fn with_access_log(mut self, logger: opentelemetry_sdk::logs::SdkLogger) -> Self {
-        self.access_log = Some(logger);
-        self
     }
 }
 
@@ -88,8 +65,10 @@ pub const ACCESS_TARGET: &str = "access";
 /// Per-request context the middleware hands to handlers.
 #[derive(Clone)]
 pub struct RequestCtx {
-    /// The server span's context.
-    pub cx: Context,
+    /// When the request started (the phases of an inference are timed from here).
+    pub start: Instant,
+    /// The request's trace.
+    pub trace_id: TraceId,
     /// The request id (incoming `X-Request-ID`, else generated).
     pub request_id: String,
 }
@@ -150,37 +129,6 @@ fn static_route(path: Option<&str>) -> &'static str {
     }
 }
 
-/// `{method} {route}` for the server span, without formatting a string per request.
-fn span_name(method: &'static str, route: &'static str) -> std::borrow::Cow<'static, str> {
-    const NAMES: [(&str, &str, &str); 12] = [
-        ("GET", "/", "GET /"),
-        ("GET", "/health", "GET /health"),
-        ("GET", "/ready", "GET /ready"),
-        ("POST", "/predict", "POST /predict"),
-        ("GET", "/metrics", "GET /metrics"),
-        ("GET", "/v2", "GET /v2"),
-        ("GET", "/v2/health/live", "GET /v2/health/live"),
-        ("GET", "/v2/health/ready", "GET /v2/health/ready"),
-        ("GET", "/v2/models/{name}", "GET /v2/models/{name}"),
-        (
-            "GET",
-            "/v2/models/{name}/ready",
-            "GET /v2/models/{name}/ready",
-        ),
-        (
-            "POST",
-            "/v2/models/{name}/infer",
-            "POST /v2/models/{name}/infer",
-        ),
-        ("GET", "unmatched", "GET unmatched"),
-    ];
-    NAMES
-        .iter()
-        .find(|(m, r, _)| *m == method && *r == route)
-        .map(|(_, _, n)| std::borrow::Cow::Borrowed(*n))
-        .unwrap_or_else(|| format!("{method} {route}").into())
-}
-
 fn static_method(m: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *m {
@@ -195,9 +143,11 @@ fn static_method(m: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Server span, request id, HTTP metrics and the access log, around every request.
+/// Request id, trace context, HTTP metrics and the JSON access line around every request;
+/// the rest of its telemetry is built later by the [`Recorder`].
 async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
+    let wall = SystemTime::now();
     let method = static_method(req.method());
     let route = static_route(
         req.extensions()
@@ -205,9 +155,22 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
             .map(MatchedPath::as_str),
     );
     let path = req.uri().path().to_string();
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(req.headers()))
-    });
+    let parent = if req.headers().contains_key("traceparent") {
+        opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        })
+        .span()
+        .span_context()
+        .clone()
+    } else {
+        SpanContext::empty_context()
+    };
+    let parent = parent.is_valid().then_some(parent);
+    let trace_id = parent
+        .as_ref()
+        .map(SpanContext::trace_id)
+        .unwrap_or_else(recorder::new_trace_id);
+    let span_id = recorder::new_span_id();
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -218,86 +181,48 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     let client = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let mut attrs = vec![
-        KeyValue::new("http.request.method", method),
-        KeyValue::new("http.route", route),
-        KeyValue::new("url.path", path.clone()),
-        KeyValue::new("url.scheme", "http"),
-        KeyValue::new("request.id", request_id.clone()),
-    ];
-    if let Some(c) = &client {
-        attrs.push(KeyValue::new("client.address", c.clone()));
-    }
-    let span = state
-        .tracer
-        .span_builder(span_name(method, route))
-        .with_kind(SpanKind::Server)
-        .with_attributes(attrs)
-        .start_with_context(&state.tracer, &parent);
-    let cx = parent.with_span(span);
+        .map(|c| c.0.ip());
     req.extensions_mut().insert(RequestCtx {
-        cx: cx.clone(),
+        start,
+        trace_id,
         request_id: request_id.clone(),
     });
-    state.metrics.active(method, route, 1);
-    let mut resp = next.run(req).await;
-    state.metrics.active(method, route, -1);
+    let active = state.metrics.started(method, route);
+    let (mut resp, inference) = recorder::scoped(next.run(req)).await;
+    active.dec();
     let status = resp.status().as_u16();
-    let elapsed = start.elapsed();
-    state
-        .metrics
-        .request(method, route, status, elapsed.as_secs_f64());
-    let span = cx.span();
-    span.set_attribute(KeyValue::new(
-        "http.response.status_code",
-        i64::from(status),
-    ));
-    if status >= 500 {
-        span.set_status(Status::error(format!("HTTP {status}")));
-    }
-    let sc = span.span_context().clone();
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    {
-        tracing::info!(
-            target: ACCESS_TARGET,
-            trace_id = %sc.trace_id(),
-            span_id = %sc.span_id(),
-            request_id = request_id.as_str(),
-            http.method = method,
-            http.route = route,
-            url.path = path.as_str(),
-            http.status = status,
-            latency_ms,
-            "request served"
-        );
-    }
-    if let Some(logger) = &state.access_log {
-        use opentelemetry::logs::{LogRecord as _, Logger as _, Severity};
-        let mut r = logger.create_log_record();
-        r.set_timestamp(std::time::SystemTime::now());
-        r.set_severity_number(Severity::Info);
-        r.set_severity_text("INFO");
-        r.set_target(ACCESS_TARGET);
-        r.set_body("request served".into());
-        r.set_trace_context(sc.trace_id(), sc.span_id(), Some(sc.trace_flags()));
-        r.add_attributes([
-            (
-                "request.id",
-                opentelemetry::logs::AnyValue::from(request_id.clone()),
-            ),
-            ("http.request.method", method.into()),
-            ("http.route", route.into()),
-            ("url.path", path.into()),
-            ("http.response.status_code", i64::from(status).into()),
-            ("latency_ms", latency_ms.into()),
-        ]);
-        logger.emit(r);
-    }
-    span.end();
+    let duration = start.elapsed();
+    tracing::info!(
+        target: ACCESS_TARGET,
+        trace_id = %trace_id,
+        span_id = %span_id,
+        request_id = request_id.as_str(),
+        http.method = method,
+        http.route = route,
+        url.path = path.as_str(),
+        http.status = status,
+        latency_ms = duration.as_secs_f64() * 1000.0,
+        "request served"
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
+    let rec = RequestRecord {
+        start: wall,
+        duration,
+        trace_id,
+        span_id,
+        parent,
+        method,
+        route,
+        path,
+        request_id,
+        client,
+        status,
+        inference,
+    };
+    state.metrics.record(&rec);
+    state.recorder.submit(rec);
     resp
 }
 
@@ -344,49 +269,65 @@ fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Runs the forward pass inside pre-processing, inference and post-processing spans.
-fn infer(
-    state: &AppState,
-    ctx: &RequestCtx,
-    rows: &[Vec<f64>],
-) -> Result<(Vec<f64>, f64), ApiError> {
+/// Notes how an inference request ended, when it ends before the model is involved.
+fn invalid(e: ApiError) -> ApiError {
+    recorder::note(|i| i.outcome = Some(Outcome::InvalidInput));
+    e
+}
+
+/// Validates and runs the forward pass, timing pre-processing, the forward pass and
+/// post-processing for their spans.
+fn infer(state: &AppState, ctx: &RequestCtx, rows: &[Vec<f64>]) -> Result<Vec<f64>, ApiError> {
     let model = &state.model;
-    let t = &state.tracer;
-    let mut pre = t.start_with_context("preprocess", &ctx.cx);
-    pre.set_attribute(KeyValue::new("inference.batch.size", rows.len() as i64));
+    let since = |t: Instant| t.duration_since(ctx.start);
+    let t0 = Instant::now();
     let valid = model.validate(rows);
-    if let Err(e) = &valid {
-        pre.set_status(Status::error(e.to_string()));
-    }
-    pre.end();
+    let t1 = Instant::now();
+    let pre = Phase {
+        start: since(t0),
+        end: since(t1),
+        error: valid.as_ref().err().map(ToString::to_string),
+    };
     if let Err(e) = valid {
-        state.metrics.inference(Outcome::InvalidInput);
+        recorder::note(|i| {
+            i.batch = rows.len();
+            i.pre = Some(pre);
+            i.outcome = Some(Outcome::InvalidInput);
+        });
         return Err(bad(e.to_string()));
     }
-    let mut span = t
-        .span_builder("inference")
-        .with_attributes([
-            state.model_attrs[0].clone(),
-            state.model_attrs[1].clone(),
-            KeyValue::new("inference.batch.size", rows.len() as i64),
-        ])
-        .start_with_context(t, &ctx.cx);
-    let start = Instant::now();
     let out = model.predict(rows);
-    let forward = start.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let forward = Phase {
+        start: since(t1),
+        end: since(t2),
+        error: out.as_ref().err().map(ToString::to_string),
+    };
     match out {
         Ok(pred) => {
-            span.end();
-            let mut post = t.start_with_context("postprocess", &ctx.cx);
-            state.metrics.forward(forward, rows.len(), &pred);
-            state.metrics.inference(Outcome::Ok);
-            post.end();
-            Ok((pred, forward))
+            let predictions = pred.clone();
+            let t3 = Instant::now();
+            recorder::note(|i| {
+                i.batch = rows.len();
+                i.pre = Some(pre);
+                i.forward = Some(forward);
+                i.post = Some(Phase {
+                    start: since(t2),
+                    end: since(t3),
+                    error: None,
+                });
+                i.predictions = predictions;
+                i.outcome = Some(Outcome::Ok);
+            });
+            Ok(pred)
         }
         Err(e) => {
-            span.set_status(Status::error(e.to_string()));
-            span.end();
-            state.metrics.inference(Outcome::Error);
+            recorder::note(|i| {
+                i.batch = rows.len();
+                i.pre = Some(pre);
+                i.forward = Some(forward);
+                i.outcome = Some(Outcome::Error);
+            });
             Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         }
     }
@@ -399,26 +340,23 @@ async fn predict(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let b: PredictBody = json_body(&headers, body)
-        .inspect_err(|_| state.metrics.inference(Outcome::InvalidInput))?;
+    let b: PredictBody = json_body(&headers, body).map_err(invalid)?;
     let (rows, single) = match (b.features, b.instances) {
         (Some(f), None) => (vec![f], true),
         (None, Some(rows)) => (rows, false),
         (Some(_), Some(_)) => {
-            state.metrics.inference(Outcome::InvalidInput);
-            return Err(bad(
+            return Err(invalid(bad(
                 "send either \"features\" (one row) or \"instances\" (a batch), not both",
-            ));
+            )));
         }
         (None, None) => {
-            state.metrics.inference(Outcome::InvalidInput);
-            return Err(bad(
+            return Err(invalid(bad(
                 "missing field \"features\" (e.g. {\"features\": [1500]}) or \"instances\"",
-            ));
+            )));
         }
     };
-    let (pred, _) = infer(&state, &ctx, &rows)?;
-    let trace_id = ctx.cx.span().span_context().trace_id().to_string();
+    let pred = infer(&state, &ctx, &rows)?;
+    let trace_id = ctx.trace_id.to_string();
     let card = &state.model.card;
     let mut out = json!({
         "model_name": card.name,
@@ -449,7 +387,7 @@ async fn root(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
 async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
     axum::Json(json!({
         "status": "ok",
-        "tracing_enabled": state.tracing_enabled,
+        "tracing_enabled": state.recorder.tracing(),
         "collector_endpoint": state.collector_endpoint,
     }))
 }
@@ -556,12 +494,8 @@ async fn v2_infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let m = known(&state, &name)?;
-    let req: V2Request = json_body(&headers, body)
-        .inspect_err(|_| state.metrics.inference(Outcome::InvalidInput))?;
-    let invalid = |msg: String| {
-        state.metrics.inference(Outcome::InvalidInput);
-        bad(msg)
-    };
+    let req: V2Request = json_body(&headers, body).map_err(invalid)?;
+    let invalid = |msg: String| invalid(bad(msg));
     let [input] = req.inputs.as_slice() else {
         return Err(invalid(format!(
             "expected exactly one input tensor, got {}",
@@ -599,7 +533,7 @@ async fn v2_infer(
         )));
     }
     let rows: Vec<Vec<f64>> = flat.chunks(f).map(<[f64]>::to_vec).collect();
-    let (pred, _) = infer(&state, &ctx, &rows)?;
+    let pred = infer(&state, &ctx, &rows)?;
     Ok(axum::Json(json!({
         "model_name": m.card.name,
         "model_version": m.card.version,

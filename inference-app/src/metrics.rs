@@ -1,17 +1,19 @@
-//! The service's metrics, recorded once and exported twice: as OpenTelemetry instruments (OTLP)
-//! and in a prometheus-client registry (`/metrics`).
+//! The service's metrics, recorded once per request and exported twice: as OpenTelemetry
+//! instruments (OTLP) and in a prometheus-client registry (`/metrics`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, Histogram, Meter};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter as PCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge as PGauge;
 use prometheus_client::metrics::histogram::Histogram as PHistogram;
 use prometheus_client::registry::Registry;
+
+use crate::recorder::RequestRecord;
 
 /// Semantic-convention buckets of `http.server.request.duration` (seconds).
 pub const HTTP_BUCKETS: [f64; 14] = [
@@ -81,25 +83,56 @@ struct InfoLabels {
     version: String,
 }
 
-struct Otel {
-    /// `model.name` (the service serves one model), built once.
-    model: [KeyValue; 1],
-    /// `model.name` and `outcome`, per outcome, built once.
-    outcomes: [[KeyValue; 2]; 3],
-    duration: Histogram<f64>,
-    active: UpDownCounter<i64>,
-    requests: Counter<u64>,
-    forward: Histogram<f64>,
-    prediction: Histogram<f64>,
-    batch: Histogram<u64>,
+/// A short list of series found by comparing static keys, read-locked on the hot path: a
+/// request touches its series' atomics without hashing a label set. The services' series are
+/// few (methods × routes × statuses seen), so a linear scan beats a hash.
+struct Series<K, V>(RwLock<Vec<(K, V)>>);
+
+impl<K: PartialEq + Copy, V: Clone> Series<K, V> {
+    fn new() -> Self {
+        Series(RwLock::new(Vec::new()))
+    }
+
+    fn get(&self, key: K, create: impl FnOnce() -> V) -> V {
+        let find = |v: &[(K, V)]| v.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone());
+        if let Some(v) = find(&self.0.read().unwrap_or_else(|p| p.into_inner())) {
+            return v;
+        }
+        let mut all = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = find(&all) {
+            return v;
+        }
+        let v = create();
+        all.push((key, v.clone()));
+        v
+    }
 }
 
-/// The metrics of the service. Series whose labels never change (the model's) are resolved
-/// once: a request touches their atomics, not a label map.
+/// One `http.server.request.duration` series in both exports.
+#[derive(Clone)]
+struct DurationSeries {
+    prometheus: PHistogram,
+    otel: Option<BoundHistogram<f64>>,
+}
+
+/// The OTLP instruments that do not depend on a request's labels, bound once.
+struct Otel {
+    duration: Histogram<f64>,
+    outcomes: [BoundCounter<u64>; 3],
+    forward: BoundHistogram<f64>,
+    prediction: BoundHistogram<f64>,
+    batch: BoundHistogram<u64>,
+}
+
+/// The metrics of the service, recorded inline for every request (no request is ever missing
+/// from them) into a prometheus-client registry (`/metrics`) and into OpenTelemetry
+/// instruments bound to their attribute sets (OTLP).
 pub struct AppMetrics {
     registry: Registry,
-    duration: Family<HttpLabels, PHistogram>,
-    active: Family<RouteLabels, PGauge>,
+    duration_family: Family<HttpLabels, PHistogram>,
+    durations: Series<(Static, Static, u16), DurationSeries>,
+    active_family: Family<RouteLabels, PGauge>,
+    active: Arc<Series<(Static, Static), PGauge>>,
     requests: [PCounter; 3],
     forward: PHistogram,
     prediction: PHistogram,
@@ -110,14 +143,25 @@ pub struct AppMetrics {
     otel: Option<Otel>,
 }
 
+/// Whether two static strings are the same one (the keys come from static tables).
+#[derive(Clone, Copy)]
+struct Static(&'static str);
+
+impl PartialEq for Static {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0, other.0) || self.0 == other.0
+    }
+}
+
 impl AppMetrics {
-    /// Creates the instruments; `meter` is `None` when OTLP metrics are off.
-    pub fn new(meter: Option<Meter>, model: &str, version: &str, dropped: Arc<AtomicU64>) -> Self {
+    /// Creates the series; `meter` is `None` when OTLP metrics are off.
+    pub fn new(meter: Option<&Meter>, model: &str, version: &str, dropped: Arc<AtomicU64>) -> Self {
         let mut registry = Registry::default();
-        let duration = Family::<HttpLabels, PHistogram>::new_with_constructor(|| {
+        let duration_family = Family::<HttpLabels, PHistogram>::new_with_constructor(|| {
             PHistogram::new(HTTP_BUCKETS)
         });
-        let active = Family::<RouteLabels, PGauge>::default();
+        let active_family = Family::<RouteLabels, PGauge>::default();
+        let active = Arc::new(Series::new());
         let requests = Family::<OutcomeLabels, PCounter>::default();
         let forward = Family::<ModelLabels, PHistogram>::new_with_constructor(|| {
             PHistogram::new(FORWARD_BUCKETS)
@@ -139,12 +183,12 @@ impl AppMetrics {
             "http_server_request_duration",
             "Duration of HTTP server requests",
             prometheus_client::registry::Unit::Seconds,
-            duration.clone(),
+            duration_family.clone(),
         );
         registry.register(
             "http_server_active_requests",
             "In-flight HTTP requests",
-            active.clone(),
+            active_family.clone(),
         );
         registry.register(
             "inference_requests",
@@ -170,73 +214,18 @@ impl AppMetrics {
         registry.register("model_info", "The loaded model", info);
         registry.register(
             "telemetry_dropped_items",
-            "Spans and JSON log lines dropped because their queue was full",
+            DROPPED_HELP,
             dropped_counter.clone(),
         );
-
-        let name_attr: opentelemetry::StringValue = std::sync::Arc::<str>::from(model).into();
-        let otel = meter.map(|m| {
-            let version = version.to_string();
-            let name = model.to_string();
-            m.u64_observable_gauge("model.info")
-                .with_description("The loaded model (always 1)")
-                .with_callback(move |o| {
-                    o.observe(
-                        1,
-                        &[
-                            KeyValue::new("model.name", name.clone()),
-                            KeyValue::new("model.version", version.clone()),
-                        ],
-                    )
-                })
-                .build();
-            let d = dropped.clone();
-            m.u64_observable_counter("telemetry.dropped_items")
-                .with_description("Spans and JSON log lines dropped because their queue was full")
-                .with_callback(move |o| o.observe(d.load(Ordering::Relaxed), &[]))
-                .build();
-            let model_attr = KeyValue::new("model.name", name_attr.clone());
-            Otel {
-                outcomes: Outcome::ALL
-                    .map(|o| [model_attr.clone(), KeyValue::new("outcome", o.label())]),
-                model: [model_attr],
-                duration: m
-                    .f64_histogram("http.server.request.duration")
-                    .with_unit("s")
-                    .with_description("Duration of HTTP server requests")
-                    .with_boundaries(HTTP_BUCKETS.to_vec())
-                    .build(),
-                active: m
-                    .i64_up_down_counter("http.server.active_requests")
-                    .with_unit("{request}")
-                    .build(),
-                requests: m
-                    .u64_counter("inference.requests")
-                    .with_unit("{request}")
-                    .build(),
-                forward: m
-                    .f64_histogram("inference.duration")
-                    .with_unit("s")
-                    .with_boundaries(FORWARD_BUCKETS.to_vec())
-                    .build(),
-                prediction: m
-                    .f64_histogram("inference.prediction")
-                    .with_unit("USD")
-                    .with_boundaries(PRICE_BUCKETS.to_vec())
-                    .build(),
-                batch: m
-                    .u64_histogram("inference.batch.size")
-                    .with_unit("{row}")
-                    .with_boundaries(BATCH_BUCKETS.to_vec())
-                    .build(),
-            }
-        });
+        let otel = meter.map(|m| otel(m, model, version, dropped.clone(), active.clone()));
         let model_labels = ModelLabels {
             model: model.into(),
         };
         AppMetrics {
             registry,
-            duration,
+            duration_family,
+            durations: Series::new(),
+            active_family,
             active,
             requests: Outcome::ALL.map(|o| {
                 requests
@@ -256,63 +245,66 @@ impl AppMetrics {
         }
     }
 
-    /// One finished HTTP request.
-    pub fn request(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
-        self.duration
-            .get_or_create(&HttpLabels {
-                method,
-                route,
-                status,
-            })
-            .observe(seconds);
-        if let Some(o) = &self.otel {
-            o.duration.record(
-                seconds,
-                &[
-                    KeyValue::new("http.request.method", method),
-                    KeyValue::new("http.route", route),
-                    KeyValue::new("http.response.status_code", i64::from(status)),
-                ],
-            );
-        }
+    /// A request started; returns the gauge to decrement when it finishes.
+    pub fn started(&self, method: &'static str, route: &'static str) -> PGauge {
+        let g = self.active.get((Static(method), Static(route)), || {
+            self.active_family
+                .get_or_create(&RouteLabels { method, route })
+                .clone()
+        });
+        g.inc();
+        g
     }
 
-    /// A request started (+1) or finished (-1).
-    pub fn active(&self, method: &'static str, route: &'static str, delta: i64) {
-        self.active
-            .get_or_create(&RouteLabels { method, route })
-            .inc_by(delta);
-        if let Some(o) = &self.otel {
-            o.active.add(
-                delta,
-                &[
-                    KeyValue::new("http.request.method", method),
-                    KeyValue::new("http.route", route),
-                ],
-            );
+    /// One finished request.
+    pub fn record(&self, rec: &RequestRecord) {
+        let (method, route, status) = (rec.method, rec.route, rec.status);
+        let d = self
+            .durations
+            .get((Static(method), Static(route), status), || DurationSeries {
+                prometheus: self
+                    .duration_family
+                    .get_or_create(&HttpLabels {
+                        method,
+                        route,
+                        status,
+                    })
+                    .clone(),
+                otel: self.otel.as_ref().map(|o| {
+                    o.duration.bind(&[
+                        KeyValue::new("http.request.method", method),
+                        KeyValue::new("http.route", route),
+                        KeyValue::new("http.response.status_code", i64::from(status)),
+                    ])
+                }),
+            });
+        let seconds = rec.duration.as_secs_f64();
+        d.prometheus.observe(seconds);
+        if let Some(o) = &d.otel {
+            o.record(seconds);
         }
-    }
-
-    /// One inference request and how it ended.
-    pub fn inference(&self, outcome: Outcome) {
-        self.requests[outcome as usize].inc();
-        if let Some(o) = &self.otel {
-            o.requests.add(1, &o.outcomes[outcome as usize]);
+        let inf = &rec.inference;
+        if let Some(outcome) = inf.outcome {
+            self.requests[outcome as usize].inc();
+            if let Some(o) = &self.otel {
+                o.outcomes[outcome as usize].add(1);
+            }
         }
-    }
-
-    /// One forward pass.
-    pub fn forward(&self, seconds: f64, batch: usize, predictions: &[f64]) {
-        self.forward.observe(seconds);
-        self.batch.observe(batch as f64);
-        for v in predictions {
-            self.prediction.observe(*v);
-        }
-        if let Some(o) = &self.otel {
-            o.forward.record(seconds, &o.model);
-            o.batch.record(batch as u64, &o.model);
-            for v in predictions {
-                o.prediction.record(*v, &o.model);
+        if let Some(f) = &inf.forward
+            && f.error.is_none()
+        {
+            let forward = (f.end - f.start).as_secs_f64();
+            self.forward.observe(forward);
+            self.batch.observe(inf.batch as f64);
+            for v in &inf.predictions {
+                self.prediction.observe(*v);
+            }
+            if let Some(o) = &self.otel {
+                o.forward.record(forward);
+                o.batch.record(inf.batch as u64);
+                for v in &inf.predictions {
+                    o.prediction.record(*v);
+                }
             }
         }
     }
@@ -328,5 +320,79 @@ impl AppMetrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding to a String");
         out
+    }
+}
+
+const DROPPED_HELP: &str =
+    "Spans, OTLP log records and JSON log lines dropped because their queue was full";
+
+/// The OTLP instruments; the observable ones read the same state as `/metrics`.
+fn otel(
+    m: &Meter,
+    model: &str,
+    version: &str,
+    dropped: Arc<AtomicU64>,
+    active: Arc<Series<(Static, Static), PGauge>>,
+) -> Otel {
+    let info = [
+        KeyValue::new("model.name", model.to_string()),
+        KeyValue::new("model.version", version.to_string()),
+    ];
+    m.u64_observable_gauge("model.info")
+        .with_description("The loaded model (always 1)")
+        .with_callback(move |o| o.observe(1, &info))
+        .build();
+    m.u64_observable_counter("telemetry.dropped_items")
+        .with_description(DROPPED_HELP)
+        .with_callback(move |o| o.observe(dropped.load(Ordering::Relaxed), &[]))
+        .build();
+    m.i64_observable_up_down_counter("http.server.active_requests")
+        .with_unit("{request}")
+        .with_description("In-flight HTTP requests")
+        .with_callback(move |o| {
+            let all = active.0.read().unwrap_or_else(|p| p.into_inner());
+            for ((method, route), g) in all.iter() {
+                o.observe(
+                    g.get(),
+                    &[
+                        KeyValue::new("http.request.method", method.0),
+                        KeyValue::new("http.route", route.0),
+                    ],
+                );
+            }
+        })
+        .build();
+    let model_attr = [KeyValue::new("model.name", model.to_string())];
+    let requests = m
+        .u64_counter("inference.requests")
+        .with_unit("{request}")
+        .build();
+    Otel {
+        duration: m
+            .f64_histogram("http.server.request.duration")
+            .with_unit("s")
+            .with_description("Duration of HTTP server requests")
+            .with_boundaries(HTTP_BUCKETS.to_vec())
+            .build(),
+        outcomes: Outcome::ALL
+            .map(|o| requests.bind(&[model_attr[0].clone(), KeyValue::new("outcome", o.label())])),
+        forward: m
+            .f64_histogram("inference.duration")
+            .with_unit("s")
+            .with_boundaries(FORWARD_BUCKETS.to_vec())
+            .build()
+            .bind(&model_attr),
+        prediction: m
+            .f64_histogram("inference.prediction")
+            .with_unit("USD")
+            .with_boundaries(PRICE_BUCKETS.to_vec())
+            .build()
+            .bind(&model_attr),
+        batch: m
+            .u64_histogram("inference.batch.size")
+            .with_unit("{row}")
+            .with_boundaries(BATCH_BUCKETS.to_vec())
+            .build()
+            .bind(&model_attr),
     }
 }

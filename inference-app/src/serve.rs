@@ -16,10 +16,14 @@ use crate::http::{ACCESS_TARGET, AppState, DEFAULT_BODY_LIMIT, router};
 use crate::log_writer;
 use crate::metrics::AppMetrics;
 use crate::model::Model;
+use crate::recorder::{Recorder, Sinks};
 use crate::telemetry;
 
 /// Bytes of JSON log lines that may wait for stdout before lines are dropped.
 const LOG_BUFFER_CAP: usize = 4 << 20;
+/// Finished requests that may wait for the recorder before their spans and log records are
+/// dropped (about 300 bytes each).
+const RECORD_QUEUE: usize = 8192;
 
 /// Serve options.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,7 +67,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let tel = match &export_rt {
             Ok(ert) => {
                 let _g = ert.enter();
-                telemetry::init(env, resource)
+                telemetry::init(env, resource, (&model.card.name, &model.card.version))
             }
             Err(e) => Err(anyhow::anyhow!("starting the telemetry runtime: {e}")),
         };
@@ -98,27 +102,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
 
+    let (name, version) = (&model.card.name, &model.card.version);
     let meter = tel.meter.as_ref().map(|p| p.meter("inference-app"));
-    let metrics = AppMetrics::new(
-        meter,
-        &model.card.name,
-        &model.card.version,
-        tel.dropped.clone(),
-    );
-    let tracer = tel.tracer();
-    let mut state = AppState::new(
+    let metrics = AppMetrics::new(meter.as_ref(), name, version, tel.dropped.clone());
+    let sinks = Sinks {
+        logs: tel
+            .logger
+            .as_ref()
+            .map(|p| opentelemetry::logs::LoggerProvider::logger(p, "inference-app")),
+        spans: tel.spans.take(),
+    };
+    let recorder = Recorder::new(sinks, RECORD_QUEUE, tel.dropped.clone());
+    let recording = telemetry::at_background_priority(|| recorder.start())?;
+    let state = AppState::new(
         Arc::new(model),
-        tracer,
         metrics,
-        tel.tracing_enabled(),
+        recorder.clone(),
         tel.env.endpoint.clone(),
     );
-    if let Some(p) = &tel.logger {
-        state = state.with_access_log(opentelemetry::logs::LoggerProvider::logger(
-            p,
-            "inference-app",
-        ));
-    }
     let state = Arc::new(state);
     // Warm up: one forward pass before reporting ready.
     let f = state.model.features();
@@ -129,7 +130,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let res = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
         tracing::info!(addr = %listener.local_addr()?, model = %state.model.card.name, version = %state.model.card.version,
-            tracing_enabled = state.tracing_enabled, "serving");
+            tracing_enabled = state.recorder.tracing(), "serving");
         // A reply goes out in one write; Nagle's algorithm would only hold it back.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
@@ -144,6 +145,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     // Flush telemetry on the blocking side: the batch exporters run on their own threads.
+    // Queued requests become spans, metrics and log records first.
+    recording.stop();
     tel.shutdown();
     tracing::info!("stopped");
     drop(rt);

@@ -8,16 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapCompositePropagator;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SimpleSpanProcessor, SpanData, SpanExporter,
     SpanProcessor,
 };
+
+use crate::recorder::{SpanShape, SpanSink};
 
 /// Where one signal goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,8 +288,8 @@ impl SpanProcessor for Bounded {
 
 /// The installed providers.
 pub struct Telemetry {
-    /// Traces, when enabled.
-    pub tracer: Option<SdkTracerProvider>,
+    /// Traces, when enabled (taken by the recorder).
+    pub spans: Option<SpanSink>,
     /// Metrics, when enabled.
     pub meter: Option<SdkMeterProvider>,
     /// Logs, when enabled.
@@ -296,7 +298,6 @@ pub struct Telemetry {
     pub dropped: Arc<AtomicU64>,
     /// The parsed environment.
     pub env: OtelEnv,
-    tracing_on: bool,
 }
 
 fn span_exporter_processor(env: &OtelEnv, dropped: Arc<AtomicU64>) -> anyhow::Result<Bounded> {
@@ -400,15 +401,15 @@ impl opentelemetry_sdk::logs::LogProcessor for Timestamped {
 
 /// The batch processors run on their own threads and block on export, so this must not be
 /// called from a current-thread runtime.
-pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
+/// `model` (name, version) goes on the forward-pass span.
+pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Result<Telemetry> {
     let dropped = Arc::new(AtomicU64::new(0));
     let mut t = Telemetry {
-        tracer: None,
+        spans: None,
         meter: None,
         logger: None,
         dropped: dropped.clone(),
         env: env.clone(),
-        tracing_on: true,
     };
     if env.disabled {
         return Ok(t);
@@ -425,16 +426,26 @@ pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(props));
 
     if env.traces != Exporter::None {
-        let mut b = SdkTracerProvider::builder()
-            .with_resource(resource.clone())
-            .with_sampler(env.sampler.build());
-        b = match env.traces {
-            Exporter::Otlp => {
-                b.with_span_processor(span_exporter_processor(&env, dropped.clone())?)
-            }
-            _ => b.with_simple_exporter(opentelemetry_stdout::SpanExporter::default()),
+        let mut processor: Box<dyn SpanProcessor> = match env.traces {
+            Exporter::Otlp => Box::new(span_exporter_processor(&env, dropped.clone())?),
+            _ => Box::new(SimpleSpanProcessor::new(
+                opentelemetry_stdout::SpanExporter::default(),
+            )),
         };
-        t.tracer = Some(b.build());
+        processor.set_resource(&resource);
+        t.spans = Some(SpanSink {
+            processor,
+            sampler: env.sampler.build(),
+            shape: SpanShape {
+                scope: InstrumentationScope::builder("inference-app")
+                    .with_version(env!("CARGO_PKG_VERSION"))
+                    .build(),
+                model: [
+                    KeyValue::new("model.name", model.0.to_string()),
+                    KeyValue::new("model.version", model.1.to_string()),
+                ],
+            },
+        });
     }
     if env.metrics != Exporter::None {
         let b = SdkMeterProvider::builder().with_resource(resource.clone());
@@ -487,29 +498,9 @@ pub fn init(env: OtelEnv, resource: Resource) -> anyhow::Result<Telemetry> {
 }
 
 impl Telemetry {
-    /// The request tracer. With traces off it samples nothing and exports nothing, but requests
-    /// still get trace ids for their replies and logs.
-    pub fn tracer(&mut self) -> opentelemetry_sdk::trace::SdkTracer {
-        let p = self.tracer.get_or_insert_with(|| {
-            self.tracing_on = false;
-            SdkTracerProvider::builder()
-                .with_sampler(Sampler::AlwaysOff)
-                .build()
-        });
-        p.tracer("inference-app")
-    }
-
-    /// Whether spans are exported anywhere.
-    pub fn tracing_enabled(&self) -> bool {
-        self.tracing_on && self.tracer.is_some()
-    }
-
-    /// Flushes and stops every provider.
+    /// Flushes and stops the metric and log providers (the recorder stops the span
+    /// processor).
     pub fn shutdown(&self) {
-        if let Some(p) = &self.tracer {
-            let _ = p.force_flush();
-            let _ = p.shutdown();
-        }
         if let Some(p) = &self.meter {
             let _ = p.force_flush();
             let _ = p.shutdown();

@@ -8,9 +8,11 @@ use axum::http::{Request, StatusCode};
 use inference_app::http::{AppState, router};
 use inference_app::metrics::AppMetrics;
 use inference_app::model::{Kind, Model};
+use inference_app::recorder::{Recorder, Sinks, SpanShape, SpanSink};
 use inference_app::train::{TrainArgs, train};
-use opentelemetry::trace::{SpanKind, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SimpleSpanProcessor};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -18,7 +20,6 @@ struct Fixture {
     app: axum::Router,
     state: Arc<AppState>,
     spans: InMemorySpanExporter,
-    provider: SdkTracerProvider,
 }
 
 fn model() -> Model {
@@ -45,15 +46,29 @@ fn fixture(body_limit: usize) -> Fixture {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     let spans = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
-    let tracer = provider.tracer("test");
+    let dropped = Arc::new(AtomicU64::new(0));
+    let recorder = Recorder::new(
+        Sinks {
+            spans: Some(SpanSink {
+                processor: Box::new(SimpleSpanProcessor::new(spans.clone())),
+                sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+                shape: SpanShape {
+                    scope: InstrumentationScope::builder("test").build(),
+                    model: [
+                        KeyValue::new("model.name", "house-price"),
+                        KeyValue::new("model.version", "1.0.0"),
+                    ],
+                },
+            }),
+            ..Default::default()
+        },
+        1024,
+        dropped.clone(),
+    );
     let state = Arc::new(AppState::new(
         Arc::new(model()),
-        tracer,
-        AppMetrics::new(None, "house-price", "1.0.0", Arc::new(AtomicU64::new(0))),
-        true,
+        AppMetrics::new(None, "house-price", "1.0.0", dropped),
+        recorder,
         Some("http://localhost:4318".into()),
     ));
     state.ready.store(true, Ordering::Release);
@@ -61,7 +76,6 @@ fn fixture(body_limit: usize) -> Fixture {
         app: router(state.clone(), body_limit),
         state,
         spans,
-        provider,
     }
 }
 
@@ -326,7 +340,7 @@ async fn spans_continue_the_incoming_trace_with_child_spans() {
         .unwrap();
     let (_, _, v) = call(&f, req).await;
     assert_eq!(v["trace_id"], tid);
-    f.provider.force_flush().unwrap();
+    f.state.recorder.flush();
     let spans = f.spans.get_finished_spans().unwrap();
     let server = spans
         .iter()

@@ -26,6 +26,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 #[derive(Clone, Default)]
@@ -293,15 +294,40 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
             .flat_map(|sm| &sm.metrics)
             .map(|m| m.name.clone())
             .collect();
+        // inference.requests{outcome=ok} counts both predictions (cumulative).
+        let ok = m
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name == "inference.requests")
+            .filter_map(|m| match &m.data {
+                Some(metric::Data::Sum(s)) => Some(s.data_points.iter()),
+                _ => None,
+            })
+            .flatten()
+            .filter(|p| {
+                p.attributes
+                    .iter()
+                    .any(|kv| kv.key == "outcome" && string(kv).as_deref() == Some("ok"))
+            })
+            .filter_map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(v)) => Some(v),
+                _ => None,
+            })
+            .max();
         [
             "http.server.request.duration",
+            "http.server.active_requests",
             "inference.requests",
             "inference.duration",
             "inference.prediction",
+            "inference.batch.size",
             "model.info",
         ]
         .iter()
         .all(|n| names.iter().any(|x| x == n))
+            && ok == Some(2)
     })
     .await;
     {

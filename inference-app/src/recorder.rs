@@ -1,0 +1,790 @@
+//! Finished requests become spans and an OTLP log record on a background thread. A request
+//! only takes timestamps and pushes one plain record into a bounded queue; building the SDK's
+//! span data and log records happens later, in batches, at a lower CPU priority (inline it was
+//! most of telemetry's cost on the request path). Under overload the queue fills and the spans
+//! and log records of further requests are dropped and counted. Metrics are not shed: they
+//! are recorded inline (see `metrics`).
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::logs::SdkLogger;
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanProcessor};
+
+use crate::metrics::Outcome;
+
+/// How long a finished request may wait before its telemetry is built.
+const INTERVAL: Duration = Duration::from_millis(25);
+/// Past this many queued records the recorder thread is woken early.
+const HIGH_WATER: usize = 2048;
+
+/// One phase of an inference (pre-processing, forward pass, post-processing), as offsets from
+/// the start of the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    /// When it started.
+    pub start: Duration,
+    /// When it ended.
+    pub end: Duration,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// What a handler that runs the model noted about it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inference {
+    /// How the inference request ended.
+    pub outcome: Option<Outcome>,
+    /// Rows in the batch.
+    pub batch: usize,
+    /// Validation.
+    pub pre: Option<Phase>,
+    /// The forward pass.
+    pub forward: Option<Phase>,
+    /// Post-processing.
+    pub post: Option<Phase>,
+    /// The predicted values (for the drift histogram).
+    pub predictions: Vec<f64>,
+}
+
+/// A finished request: everything its spans, metrics and log record are made of.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    /// Wall-clock time at the start.
+    pub start: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// The trace (the caller's, from `traceparent`, or a new one).
+    pub trace_id: TraceId,
+    /// The server span's id.
+    pub span_id: SpanId,
+    /// The caller's span, from `traceparent`.
+    pub parent: Option<SpanContext>,
+    /// `http.request.method`.
+    pub method: &'static str,
+    /// `http.route`.
+    pub route: &'static str,
+    /// `url.path`.
+    pub path: String,
+    /// The request id.
+    pub request_id: String,
+    /// `client.address`.
+    pub client: Option<IpAddr>,
+    /// `http.response.status_code`.
+    pub status: u16,
+    /// The model's part, on inference routes.
+    pub inference: Inference,
+}
+
+tokio::task_local! {
+    static CURRENT: RefCell<Inference>;
+}
+
+/// Runs `f` (the rest of the request) with a slot that handlers fill through [`note`], and
+/// returns what they noted.
+pub async fn scoped<F: Future>(f: F) -> (F::Output, Inference) {
+    CURRENT
+        .scope(RefCell::new(Inference::default()), async move {
+            let out = f.await;
+            (out, CURRENT.with(|c| c.take()))
+        })
+        .await
+}
+
+/// Notes something about the current request's inference (nothing outside [`scoped`]).
+pub fn note(f: impl FnOnce(&mut Inference)) {
+    let _ = CURRENT.try_with(|c| f(&mut c.borrow_mut()));
+}
+
+/// A random id that is never the invalid all-zero one.
+pub fn new_trace_id() -> TraceId {
+    loop {
+        let id = rand::random::<u128>();
+        if id != 0 {
+            return TraceId::from(id);
+        }
+    }
+}
+
+/// A random span id that is never the invalid all-zero one.
+pub fn new_span_id() -> SpanId {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return SpanId::from(id);
+        }
+    }
+}
+
+/// The sampler's decision for a request, made once for the server span; its children follow
+/// it (with every sampler kotel can configure, a child's decision equals its parent's: the
+/// parent-based ones follow the local parent, the others depend only on the trace id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Recorded at all (RecordOnly or RecordAndSample).
+    pub record: bool,
+    /// The trace flags of the request's spans.
+    pub flags: TraceFlags,
+    /// The trace state the sampler returned.
+    pub state: TraceState,
+    /// Attributes the sampler adds to the server span.
+    pub attributes: Vec<KeyValue>,
+}
+
+/// Asks `sampler` about the server span of `rec`.
+pub fn decide(sampler: &dyn ShouldSample, rec: &RequestRecord) -> Decision {
+    let parent_cx = rec
+        .parent
+        .as_ref()
+        .map(|p| Context::new().with_remote_span_context(p.clone()));
+    let r = sampler.should_sample(
+        parent_cx.as_ref(),
+        rec.trace_id,
+        &span_name(rec.method, rec.route),
+        &SpanKind::Server,
+        &[],
+        &[],
+    );
+    let base = rec
+        .parent
+        .as_ref()
+        .map(SpanContext::trace_flags)
+        .unwrap_or_default();
+    Decision {
+        record: r.decision != SamplingDecision::Drop,
+        flags: base.with_sampled(r.decision == SamplingDecision::RecordAndSample),
+        state: r.trace_state,
+        attributes: r.attributes,
+    }
+}
+
+/// `{method} {route}` for the server span, without formatting a string per request.
+pub fn span_name(method: &'static str, route: &'static str) -> Cow<'static, str> {
+    const NAMES: [(&str, &str, &str); 12] = [
+        ("GET", "/", "GET /"),
+        ("GET", "/health", "GET /health"),
+        ("GET", "/ready", "GET /ready"),
+        ("POST", "/predict", "POST /predict"),
+        ("GET", "/metrics", "GET /metrics"),
+        ("GET", "/v2", "GET /v2"),
+        ("GET", "/v2/health/live", "GET /v2/health/live"),
+        ("GET", "/v2/health/ready", "GET /v2/health/ready"),
+        ("GET", "/v2/models/{name}", "GET /v2/models/{name}"),
+        (
+            "GET",
+            "/v2/models/{name}/ready",
+            "GET /v2/models/{name}/ready",
+        ),
+        (
+            "POST",
+            "/v2/models/{name}/infer",
+            "POST /v2/models/{name}/infer",
+        ),
+        ("GET", "unmatched", "GET unmatched"),
+    ];
+    NAMES
+        .iter()
+        .find(|(m, r, _)| *m == method && *r == route)
+        .map(|(_, _, n)| Cow::Borrowed(*n))
+        .unwrap_or_else(|| format!("{method} {route}").into())
+}
+
+/// What every span of the service shares.
+#[derive(Debug, Clone)]
+pub struct SpanShape {
+    /// The instrumentation scope.
+    pub scope: InstrumentationScope,
+    /// `model.name` and `model.version` for the forward-pass span.
+    pub model: [KeyValue; 2],
+}
+
+fn status_of(error: &Option<String>) -> Status {
+    match error {
+        Some(e) => Status::error(e.clone()),
+        None => Status::Unset,
+    }
+}
+
+/// The spans of one request: the server span and, when the model ran, `preprocess`,
+/// `inference` and `postprocess` under it. `next_id` gives the children their span ids.
+pub fn spans(
+    rec: &RequestRecord,
+    d: &Decision,
+    shape: &SpanShape,
+    mut next_id: impl FnMut() -> SpanId,
+) -> Vec<SpanData> {
+    if !d.record {
+        return Vec::new();
+    }
+    let at = |o: Duration| rec.start + o;
+    let context =
+        |span_id| SpanContext::new(rec.trace_id, span_id, d.flags, false, d.state.clone());
+    let mut attributes = Vec::with_capacity(8 + d.attributes.len());
+    attributes.extend([
+        KeyValue::new("http.request.method", rec.method),
+        KeyValue::new("http.route", rec.route),
+        KeyValue::new("url.path", rec.path.clone()),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new("request.id", rec.request_id.clone()),
+        KeyValue::new("http.response.status_code", i64::from(rec.status)),
+    ]);
+    if let Some(c) = rec.client {
+        attributes.push(KeyValue::new("client.address", c.to_string()));
+    }
+    attributes.extend(d.attributes.iter().cloned());
+    let server = SpanData {
+        span_context: context(rec.span_id),
+        parent_span_id: rec
+            .parent
+            .as_ref()
+            .map(SpanContext::span_id)
+            .unwrap_or(SpanId::INVALID),
+        parent_span_is_remote: rec.parent.is_some(),
+        span_kind: SpanKind::Server,
+        name: span_name(rec.method, rec.route),
+        start_time: rec.start,
+        end_time: at(rec.duration),
+        attributes,
+        dropped_attributes_count: 0,
+        events: Default::default(),
+        links: Default::default(),
+        status: if rec.status >= 500 {
+            Status::error(format!("HTTP {}", rec.status))
+        } else {
+            Status::Unset
+        },
+        instrumentation_scope: shape.scope.clone(),
+    };
+    let inf = &rec.inference;
+    let batch = KeyValue::new("inference.batch.size", inf.batch as i64);
+    let phases = [
+        ("preprocess", &inf.pre, vec![batch.clone()]),
+        (
+            "inference",
+            &inf.forward,
+            vec![shape.model[0].clone(), shape.model[1].clone(), batch],
+        ),
+        ("postprocess", &inf.post, Vec::new()),
+    ];
+    let mut out = Vec::with_capacity(4);
+    for (name, phase, attributes) in phases {
+        let Some(p) = phase else { continue };
+        out.push(SpanData {
+            span_context: context(next_id()),
+            parent_span_id: rec.span_id,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed(name),
+            start_time: at(p.start),
+            end_time: at(p.end),
+            attributes,
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: status_of(&p.error),
+            instrumentation_scope: shape.scope.clone(),
+        });
+    }
+    out.push(server);
+    out
+}
+
+/// Spans the record would make if sampled (for the dropped count).
+fn span_count(rec: &RequestRecord) -> u64 {
+    let i = &rec.inference;
+    1 + [&i.pre, &i.forward, &i.post]
+        .iter()
+        .filter(|p| p.is_some())
+        .count() as u64
+}
+
+/// Where spans go: the configured processor (batching OTLP, or console) and the sampler.
+pub struct SpanSink {
+    /// The processor; it owns the exporter.
+    pub processor: Box<dyn SpanProcessor>,
+    /// OTEL_TRACES_SAMPLER.
+    pub sampler: Sampler,
+    /// Scope and model attributes.
+    pub shape: SpanShape,
+}
+
+/// Everything the recorder feeds; each part is absent when its signal is off.
+#[derive(Default)]
+pub struct Sinks {
+    /// Traces.
+    pub spans: Option<SpanSink>,
+    /// OTLP log records of served requests.
+    pub logs: Option<SdkLogger>,
+}
+
+impl Sinks {
+    fn is_empty(&self) -> bool {
+        self.spans.is_none() && self.logs.is_none()
+    }
+
+    /// The spans and the log record of one request.
+    fn record(&self, rec: &RequestRecord) {
+        let flags = if let Some(s) = &self.spans {
+            let d = decide(&s.sampler, rec);
+            for span in spans(rec, &d, &s.shape, new_span_id) {
+                s.processor.on_end(span);
+            }
+            d.flags
+        } else {
+            TraceFlags::default()
+        };
+        if let Some(logger) = &self.logs {
+            access_record(logger, rec, flags);
+        }
+    }
+}
+
+/// The OTLP twin of the JSON access line.
+fn access_record(logger: &SdkLogger, rec: &RequestRecord, flags: TraceFlags) {
+    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+    let mut r = logger.create_log_record();
+    r.set_timestamp(rec.start + rec.duration);
+    r.set_severity_number(Severity::Info);
+    r.set_severity_text("INFO");
+    r.set_target(crate::http::ACCESS_TARGET);
+    r.set_body("request served".into());
+    r.set_trace_context(rec.trace_id, rec.span_id, Some(flags));
+    r.add_attributes([
+        ("request.id", AnyValue::from(rec.request_id.clone())),
+        ("http.request.method", rec.method.into()),
+        ("http.route", rec.route.into()),
+        ("url.path", rec.path.clone().into()),
+        ("http.response.status_code", i64::from(rec.status).into()),
+        ("latency_ms", (rec.duration.as_secs_f64() * 1000.0).into()),
+    ]);
+    logger.emit(r);
+}
+
+/// The queue between requests and the recorder thread.
+pub struct Recorder {
+    queue: Mutex<Vec<RequestRecord>>,
+    cap: usize,
+    sinks: Sinks,
+    woken: AtomicBool,
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Stops the recorder thread, records what is queued and flushes the span processor, when
+/// dropped or on [`RecorderGuard::stop`].
+pub struct RecorderGuard {
+    recorder: Arc<Recorder>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// A recorder holding at most `cap` finished requests; the spans and log records of
+    /// requests beyond it are counted in `dropped`. Nothing is recorded until [`Recorder::start`]
+    /// or [`Recorder::flush`].
+    pub fn new(sinks: Sinks, cap: usize, dropped: Arc<AtomicU64>) -> Arc<Self> {
+        Arc::new(Recorder {
+            queue: Mutex::new(Vec::new()),
+            cap,
+            sinks,
+            woken: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            dropped,
+        })
+    }
+
+    /// Whether anything is recorded at all (false with OTEL_SDK_DISABLED=true).
+    pub fn enabled(&self) -> bool {
+        !self.sinks.is_empty()
+    }
+
+    /// Whether spans go anywhere.
+    pub fn tracing(&self) -> bool {
+        self.sinks.spans.is_some()
+    }
+
+    /// Starts the thread that drains the queue. It inherits the caller's CPU priority.
+    pub fn start(self: &Arc<Self>) -> std::io::Result<RecorderGuard> {
+        let r = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("otel-recorder".into())
+            .spawn(move || {
+                let mut batch = Vec::new();
+                loop {
+                    std::thread::park_timeout(INTERVAL);
+                    let stopping = r.stop.load(Ordering::Acquire);
+                    r.drain(&mut batch);
+                    if stopping {
+                        break;
+                    }
+                }
+            })?;
+        let _ = self.thread.set(handle.thread().clone());
+        Ok(RecorderGuard {
+            recorder: self.clone(),
+            handle: Some(handle),
+        })
+    }
+
+    fn drain(&self, batch: &mut Vec<RequestRecord>) {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::swap(&mut *q, batch);
+            self.woken.store(false, Ordering::Release);
+        }
+        for rec in batch.iter() {
+            self.sinks.record(rec);
+        }
+        batch.clear();
+        batch.shrink_to(HIGH_WATER * 2);
+    }
+
+    /// Records whatever is queued, on the calling thread.
+    pub fn flush(&self) {
+        self.drain(&mut Vec::new());
+    }
+
+    /// Queues a finished request. When the queue is full its spans and log record are
+    /// dropped and counted.
+    pub fn submit(&self, rec: RequestRecord) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let rec = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() < self.cap {
+                q.push(rec);
+                if q.len() < HIGH_WATER {
+                    return;
+                }
+                None
+            } else {
+                Some(rec)
+            }
+        };
+        match rec {
+            None => {
+                if !self.woken.swap(true, Ordering::AcqRel)
+                    && let Some(t) = self.thread.get()
+                {
+                    t.unpark();
+                }
+            }
+            Some(rec) => {
+                let lost = if self.sinks.spans.is_some() {
+                    span_count(&rec)
+                } else {
+                    0
+                } + u64::from(self.sinks.logs.is_some());
+                self.dropped.fetch_add(lost, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl RecorderGuard {
+    /// Records what is queued, then flushes and shuts down the span processor.
+    pub fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        let Some(h) = self.handle.take() else { return };
+        self.recorder.stop.store(true, Ordering::Release);
+        h.thread().unpark();
+        let _ = h.join();
+        self.recorder.flush();
+        if let Some(s) = &self.recorder.sinks.spans {
+            let _ = s.processor.force_flush();
+            let _ = s.processor.shutdown();
+        }
+    }
+}
+
+impl Drop for RecorderGuard {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    fn record() -> RequestRecord {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        RequestRecord {
+            start,
+            duration: Duration::from_micros(900),
+            trace_id: TraceId::from(0xabcdu128),
+            span_id: SpanId::from(0x11u64),
+            parent: None,
+            method: "POST",
+            route: "/predict",
+            path: "/predict".into(),
+            request_id: "r-1".into(),
+            client: Some("10.1.2.3".parse().unwrap()),
+            status: 200,
+            inference: Inference {
+                outcome: Some(Outcome::Ok),
+                batch: 2,
+                pre: Some(Phase {
+                    start: Duration::from_micros(100),
+                    end: Duration::from_micros(150),
+                    error: None,
+                }),
+                forward: Some(Phase {
+                    start: Duration::from_micros(150),
+                    end: Duration::from_micros(400),
+                    error: None,
+                }),
+                post: Some(Phase {
+                    start: Duration::from_micros(400),
+                    end: Duration::from_micros(420),
+                    error: None,
+                }),
+                predictions: vec![275_000.0, 300_000.0],
+            },
+        }
+    }
+
+    fn shape() -> SpanShape {
+        SpanShape {
+            scope: InstrumentationScope::builder("inference-app").build(),
+            model: [
+                KeyValue::new("model.name", "house-price"),
+                KeyValue::new("model.version", "1.0.0"),
+            ],
+        }
+    }
+
+    fn ids() -> impl FnMut() -> SpanId {
+        let mut n = 0x100u64;
+        move || {
+            n += 1;
+            SpanId::from(n)
+        }
+    }
+
+    fn attr(s: &SpanData, key: &str) -> Option<opentelemetry::Value> {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.clone())
+    }
+
+    fn always() -> Sampler {
+        Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+    }
+
+    #[test]
+    fn a_prediction_makes_a_server_span_and_three_children_at_their_times() {
+        let rec = record();
+        let d = decide(&always(), &rec);
+        assert!(d.record && d.flags.is_sampled());
+        let s = spans(&rec, &d, &shape(), ids());
+        let names: Vec<_> = s.iter().map(|s| s.name.as_ref()).collect();
+        assert_eq!(
+            names,
+            ["preprocess", "inference", "postprocess", "POST /predict"]
+        );
+        let server = &s[3];
+        assert_eq!(server.span_kind, SpanKind::Server);
+        assert_eq!(server.span_context.trace_id(), rec.trace_id);
+        assert_eq!(server.span_context.span_id(), rec.span_id);
+        assert_eq!(server.parent_span_id, SpanId::INVALID);
+        assert!(!server.parent_span_is_remote);
+        assert_eq!(server.start_time, rec.start);
+        assert_eq!(server.end_time, rec.start + Duration::from_micros(900));
+        assert_eq!(
+            attr(server, "http.response.status_code"),
+            Some(200i64.into())
+        );
+        assert_eq!(attr(server, "http.route"), Some("/predict".into()));
+        assert_eq!(attr(server, "client.address"), Some("10.1.2.3".into()));
+        assert_eq!(attr(server, "request.id"), Some("r-1".into()));
+        assert_eq!(server.status, Status::Unset);
+        for child in &s[..3] {
+            assert_eq!(child.span_context.trace_id(), rec.trace_id);
+            assert_eq!(child.parent_span_id, rec.span_id);
+            assert_eq!(child.span_kind, SpanKind::Internal);
+            assert!(child.start_time >= server.start_time && child.end_time <= server.end_time);
+        }
+        let ids: std::collections::HashSet<_> =
+            s.iter().map(|s| s.span_context.span_id()).collect();
+        assert_eq!(ids.len(), 4, "span ids are distinct");
+        assert_eq!(attr(&s[1], "model.name"), Some("house-price".into()));
+        assert_eq!(attr(&s[1], "inference.batch.size"), Some(2i64.into()));
+        assert_eq!(
+            s[1].start_time,
+            rec.start + Duration::from_micros(150),
+            "the forward pass keeps its own timing"
+        );
+    }
+
+    #[test]
+    fn a_caller_s_traceparent_is_the_remote_parent_and_its_sampling_is_followed() {
+        let mut rec = record();
+        let parent = SpanContext::new(
+            rec.trace_id,
+            SpanId::from(0x77u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        rec.parent = Some(parent.clone());
+        let d = decide(&always(), &rec);
+        let s = spans(&rec, &d, &shape(), ids());
+        let server = s.last().unwrap();
+        assert_eq!(server.parent_span_id, SpanId::from(0x77u64));
+        assert!(server.parent_span_is_remote);
+
+        rec.parent = Some(SpanContext::new(
+            rec.trace_id,
+            SpanId::from(0x77u64),
+            TraceFlags::default(),
+            true,
+            TraceState::default(),
+        ));
+        let d = decide(&always(), &rec);
+        assert!(!d.record, "an unsampled caller means no spans here");
+        assert!(spans(&rec, &d, &shape(), ids()).is_empty());
+    }
+
+    #[test]
+    fn failures_set_error_status_on_the_span_that_failed() {
+        let mut rec = record();
+        rec.status = 500;
+        rec.inference.forward.as_mut().unwrap().error = Some("shape mismatch".into());
+        rec.inference.post = None;
+        let s = spans(&rec, &decide(&always(), &rec), &shape(), ids());
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].status, Status::error("shape mismatch"));
+        assert_eq!(s[0].status, Status::Unset);
+        assert_eq!(s[2].status, Status::error("HTTP 500"));
+    }
+
+    #[test]
+    fn requests_without_the_model_make_only_the_server_span() {
+        let mut rec = record();
+        rec.inference = Inference::default();
+        rec.method = "GET";
+        rec.route = "/health";
+        rec.client = None;
+        let s = spans(&rec, &decide(&always(), &rec), &shape(), ids());
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].name, "GET /health");
+        assert_eq!(attr(&s[0], "client.address"), None);
+    }
+
+    #[test]
+    fn ratio_sampling_decides_once_per_trace() {
+        let rec = record();
+        let off = decide(&Sampler::TraceIdRatioBased(0.0), &rec);
+        assert!(!off.record && !off.flags.is_sampled());
+        assert!(spans(&rec, &off, &shape(), ids()).is_empty());
+        assert!(decide(&Sampler::TraceIdRatioBased(1.0), &rec).record);
+    }
+
+    fn sink(exporter: &InMemorySpanExporter) -> Sinks {
+        Sinks {
+            spans: Some(SpanSink {
+                processor: Box::new(opentelemetry_sdk::trace::SimpleSpanProcessor::new(
+                    exporter.clone(),
+                )),
+                sampler: always(),
+                shape: shape(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn queued_requests_are_recorded_on_flush() {
+        let exporter = InMemorySpanExporter::default();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let r = Recorder::new(sink(&exporter), 10, dropped.clone());
+        r.submit(record());
+        assert!(exporter.get_finished_spans().unwrap().is_empty());
+        r.flush();
+        assert_eq!(exporter.get_finished_spans().unwrap().len(), 4);
+        assert_eq!(dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_spans_and_never_blocks() {
+        let exporter = InMemorySpanExporter::default();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let r = Recorder::new(sink(&exporter), 2, dropped.clone());
+        for _ in 0..5 {
+            r.submit(record());
+        }
+        assert_eq!(dropped.load(Ordering::Relaxed), 3 * 4);
+        r.flush();
+        assert_eq!(exporter.get_finished_spans().unwrap().len(), 2 * 4);
+    }
+
+    /// Keeps spans past shutdown (the in-memory exporter forgets them) and counts flushes.
+    #[derive(Debug, Clone, Default)]
+    struct Kept(Arc<Mutex<(Vec<SpanData>, usize)>>);
+
+    impl SpanProcessor for Kept {
+        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().unwrap().0.push(span);
+        }
+        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().1 += 1;
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_thread_records_without_being_asked_and_stop_flushes() {
+        let kept = Kept::default();
+        let sinks = Sinks {
+            spans: Some(SpanSink {
+                processor: Box::new(kept.clone()),
+                sampler: always(),
+                shape: shape(),
+            }),
+            ..Default::default()
+        };
+        let r = Recorder::new(sinks, 100, Arc::new(AtomicU64::new(0)));
+        let guard = r.start().unwrap();
+        r.submit(record());
+        let t = std::time::Instant::now();
+        while kept.0.lock().unwrap().0.is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(5), "never recorded");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        r.submit(record());
+        guard.stop();
+        let k = kept.0.lock().unwrap();
+        assert_eq!(k.0.len(), 8, "what was queued at stop is recorded");
+        assert_eq!(k.1, 1, "and the processor flushed");
+    }
+
+    #[test]
+    fn with_every_signal_off_nothing_is_queued() {
+        let r = Recorder::new(Sinks::default(), 1, Arc::new(AtomicU64::new(0)));
+        assert!(!r.enabled());
+        r.submit(record());
+        r.submit(record());
+        assert!(r.queue.lock().unwrap().is_empty());
+    }
+}
