@@ -1,9 +1,11 @@
 //! Finished requests become spans and an OTLP log record on a background thread. A request
 //! only takes timestamps and pushes one plain record into a bounded queue; building the SDK's
 //! span data and log records happens later, in batches, at a lower CPU priority (inline it was
-//! most of telemetry's cost on the request path). Under overload the queue fills and the spans
-//! and log records of further requests are dropped and counted. Metrics are not shed: they
-//! are recorded inline (see `metrics`).
+//! most of telemetry's cost on the request path). The recorder is also the spans' batch
+//! processor: it hands each batch to the exporter itself, so a span is never copied through a
+//! second queue and a second thread. Under overload the queue fills and the spans and log
+//! records of further requests are dropped and counted, as are spans whose export fails.
+//! Metrics are not shed: they are recorded inline (see `metrics`).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -17,13 +19,19 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLogger;
-use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanProcessor};
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanExporter};
 
 use crate::metrics::Outcome;
 
 /// How long a finished request may wait before its telemetry is built.
 const INTERVAL: Duration = Duration::from_millis(25);
+/// Spans per export call: large batches cost the exporter and the receiver less per span,
+/// and 2,048 of these spans stay far below the 4 MiB a gRPC receiver accepts by default.
+const EXPORT_BATCH: usize = 2048;
+/// At most one warning about failed exports per this interval.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Past this many queued records the recorder thread is woken early.
 const HIGH_WATER: usize = 2048;
 
@@ -307,10 +315,42 @@ fn span_count(rec: &RequestRecord) -> u64 {
         .count() as u64
 }
 
-/// Where spans go: the configured processor (batching OTLP, or console) and the sampler.
+/// A span exporter driven synchronously from the recorder thread.
+pub trait BatchExport: Send + Sync {
+    /// Sets the resource every exported span carries.
+    fn set_resource(&mut self, _resource: &opentelemetry_sdk::Resource) {}
+    /// Exports one batch, waiting for the result.
+    fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult;
+    /// Flushes and releases the exporter.
+    fn shutdown(&self) -> OTelSdkResult;
+}
+
+struct Blocking<E>(E);
+
+impl<E: SpanExporter> BatchExport for Blocking<E> {
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource)
+    }
+    fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        // The OTLP exporters' I/O runs on the runtime they were built in; this thread only
+        // waits for the result, as the SDK's own batch processor does.
+        futures::executor::block_on(self.0.export(batch))
+    }
+    fn shutdown(&self) -> OTelSdkResult {
+        let _ = self.0.force_flush();
+        self.0.shutdown()
+    }
+}
+
+/// Wraps an SDK span exporter (OTLP, console, in-memory) for the recorder.
+pub fn exporter<E: SpanExporter + 'static>(e: E) -> Box<dyn BatchExport> {
+    Box::new(Blocking(e))
+}
+
+/// Where spans go: the exporter and the sampler.
 pub struct SpanSink {
-    /// The processor; it owns the exporter.
-    pub processor: Box<dyn SpanProcessor>,
+    /// The exporter, with the resource already set.
+    pub exporter: Box<dyn BatchExport>,
     /// OTEL_TRACES_SAMPLER.
     pub sampler: Sampler,
     /// Scope and model attributes.
@@ -331,13 +371,11 @@ impl Sinks {
         self.spans.is_none() && self.logs.is_none()
     }
 
-    /// The spans and the log record of one request.
-    fn record(&self, rec: &RequestRecord) {
+    /// The spans (into `pending`) and the log record of one request.
+    fn record(&self, rec: &RequestRecord, pending: &mut Vec<SpanData>) {
         let flags = if let Some(s) = &self.spans {
             let d = decide(&s.sampler, rec);
-            for span in spans(rec, &d, &s.shape, new_span_id) {
-                s.processor.on_end(span);
-            }
+            pending.extend(spans(rec, &d, &s.shape, new_span_id));
             d.flags
         } else {
             TraceFlags::default()
@@ -378,9 +416,11 @@ pub struct Recorder {
     stop: AtomicBool,
     thread: OnceLock<Thread>,
     dropped: Arc<AtomicU64>,
+    /// When a failed export was last reported.
+    warned: Mutex<Option<std::time::Instant>>,
 }
 
-/// Stops the recorder thread, records what is queued and flushes the span processor, when
+/// Stops the recorder thread, records what is queued and shuts the span exporter down, when
 /// dropped or on [`RecorderGuard::stop`].
 pub struct RecorderGuard {
     recorder: Arc<Recorder>,
@@ -400,6 +440,7 @@ impl Recorder {
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
             dropped,
+            warned: Mutex::new(None),
         })
     }
 
@@ -442,11 +483,31 @@ impl Recorder {
             std::mem::swap(&mut *q, batch);
             self.woken.store(false, Ordering::Release);
         }
+        let mut pending = Vec::with_capacity(EXPORT_BATCH.min(batch.len() * 4));
         for rec in batch.iter() {
-            self.sinks.record(rec);
+            self.sinks.record(rec, &mut pending);
+            if pending.len() >= EXPORT_BATCH {
+                self.export(std::mem::take(&mut pending));
+            }
+        }
+        if !pending.is_empty() {
+            self.export(pending);
         }
         batch.clear();
         batch.shrink_to(HIGH_WATER * 2);
+    }
+
+    fn export(&self, spans: Vec<SpanData>) {
+        let Some(s) = &self.sinks.spans else { return };
+        let n = spans.len() as u64;
+        if let Err(e) = s.exporter.export(spans) {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                *warned = Some(std::time::Instant::now());
+                tracing::warn!(spans = n, error = %e, "exporting spans failed; they are dropped and counted in telemetry.dropped_items");
+            }
+        }
     }
 
     /// Records whatever is queued, on the calling thread.
@@ -493,7 +554,7 @@ impl Recorder {
 }
 
 impl RecorderGuard {
-    /// Records what is queued, then flushes and shuts down the span processor.
+    /// Records what is queued, then flushes and shuts down the span exporter.
     pub fn stop(mut self) {
         self.finish();
     }
@@ -505,8 +566,7 @@ impl RecorderGuard {
         let _ = h.join();
         self.recorder.flush();
         if let Some(s) = &self.recorder.sinks.spans {
-            let _ = s.processor.force_flush();
-            let _ = s.processor.shutdown();
+            let _ = s.exporter.shutdown();
         }
     }
 }
@@ -700,9 +760,7 @@ mod tests {
     fn sink(exporter: &InMemorySpanExporter) -> Sinks {
         Sinks {
             spans: Some(SpanSink {
-                processor: Box::new(opentelemetry_sdk::trace::SimpleSpanProcessor::new(
-                    exporter.clone(),
-                )),
+                exporter: super::exporter(exporter.clone()),
                 sampler: always(),
                 shape: shape(),
             }),
@@ -735,36 +793,43 @@ mod tests {
         assert_eq!(exporter.get_finished_spans().unwrap().len(), 2 * 4);
     }
 
-    /// Keeps spans past shutdown (the in-memory exporter forgets them) and counts flushes.
-    #[derive(Debug, Clone, Default)]
-    struct Kept(Arc<Mutex<(Vec<SpanData>, usize)>>);
+    /// Keeps spans past shutdown (the in-memory exporter forgets them), counts shutdowns,
+    /// and fails while told to.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<(Vec<SpanData>, usize, bool)>>);
 
-    impl SpanProcessor for Kept {
-        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &Context) {}
-        fn on_end(&self, span: SpanData) {
-            self.0.lock().unwrap().0.push(span);
+    impl BatchExport for Kept {
+        fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            let mut k = self.0.lock().unwrap();
+            if k.2 {
+                return Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                    "collector down".into(),
+                ));
+            }
+            k.0.extend(batch);
+            Ok(())
         }
-        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        fn shutdown(&self) -> OTelSdkResult {
             self.0.lock().unwrap().1 += 1;
             Ok(())
         }
-        fn shutdown_with_timeout(&self, _: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-            Ok(())
+    }
+
+    fn kept_sink(kept: &Kept) -> Sinks {
+        Sinks {
+            spans: Some(SpanSink {
+                exporter: Box::new(kept.clone()),
+                sampler: always(),
+                shape: shape(),
+            }),
+            ..Default::default()
         }
     }
 
     #[test]
     fn the_thread_records_without_being_asked_and_stop_flushes() {
         let kept = Kept::default();
-        let sinks = Sinks {
-            spans: Some(SpanSink {
-                processor: Box::new(kept.clone()),
-                sampler: always(),
-                shape: shape(),
-            }),
-            ..Default::default()
-        };
-        let r = Recorder::new(sinks, 100, Arc::new(AtomicU64::new(0)));
+        let r = Recorder::new(kept_sink(&kept), 100, Arc::new(AtomicU64::new(0)));
         let guard = r.start().unwrap();
         r.submit(record());
         let t = std::time::Instant::now();
@@ -776,7 +841,61 @@ mod tests {
         guard.stop();
         let k = kept.0.lock().unwrap();
         assert_eq!(k.0.len(), 8, "what was queued at stop is recorded");
-        assert_eq!(k.1, 1, "and the processor flushed");
+        assert_eq!(k.1, 1, "and the exporter shut down");
+    }
+
+    #[test]
+    fn large_backlogs_are_exported_in_bounded_batches() {
+        #[derive(Clone, Default)]
+        struct Sizes(Arc<Mutex<Vec<usize>>>);
+        impl BatchExport for Sizes {
+            fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+                self.0.lock().unwrap().push(batch.len());
+                Ok(())
+            }
+            fn shutdown(&self) -> OTelSdkResult {
+                Ok(())
+            }
+        }
+        let sizes = Sizes::default();
+        let sinks = Sinks {
+            spans: Some(SpanSink {
+                exporter: Box::new(sizes.clone()),
+                sampler: always(),
+                shape: shape(),
+            }),
+            ..Default::default()
+        };
+        let r = Recorder::new(sinks, 10_000, Arc::new(AtomicU64::new(0)));
+        for _ in 0..1000 {
+            r.submit(record());
+        }
+        r.flush();
+        let s = sizes.0.lock().unwrap();
+        assert_eq!(s.iter().sum::<usize>(), 4000);
+        assert!(s.iter().all(|n| *n <= EXPORT_BATCH), "{s:?}");
+        assert!(s.len() <= 2, "{s:?}");
+    }
+
+    #[test]
+    fn spans_of_a_failed_export_are_counted_as_dropped() {
+        let kept = Kept::default();
+        kept.0.lock().unwrap().2 = true;
+        let dropped = Arc::new(AtomicU64::new(0));
+        let r = Recorder::new(kept_sink(&kept), 100, dropped.clone());
+        r.submit(record());
+        r.submit(record());
+        r.flush();
+        assert_eq!(dropped.load(Ordering::Relaxed), 8);
+        kept.0.lock().unwrap().2 = false;
+        r.submit(record());
+        r.flush();
+        assert_eq!(
+            kept.0.lock().unwrap().0.len(),
+            4,
+            "recovers with the collector"
+        );
+        assert_eq!(dropped.load(Ordering::Relaxed), 8);
     }
 
     #[test]

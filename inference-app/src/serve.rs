@@ -146,9 +146,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     // Flush telemetry on the blocking side: the batch exporters run on their own threads.
     // Queued requests become spans, metrics and log records first.
+    tracing::info!("stopped serving; flushing telemetry");
     recording.stop();
     tel.shutdown();
-    tracing::info!("stopped");
     drop(rt);
     drop(export_rt);
     res

@@ -4,7 +4,7 @@
 //! here by a pure function and applied.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapCompositePropagator;
@@ -14,12 +14,9 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SimpleSpanProcessor, SpanData, SpanExporter,
-    SpanProcessor,
-};
+use opentelemetry_sdk::trace::Sampler;
 
-use crate::recorder::{SpanShape, SpanSink};
+use crate::recorder::{self, BatchExport, SpanShape, SpanSink};
 
 /// Where one signal goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,75 +213,12 @@ impl SamplerSpec {
     }
 }
 
-/// Spans in the export queue; above the queue size a span is dropped and counted, so the
-/// request path never waits for the exporter.
+/// Log records in the export queue; above it a record is dropped, so the thread that logs
+/// never waits for the exporter.
 const QUEUE: usize = 4096;
-/// Spans or log records per OTLP export: fewer, larger requests cost the app and the
-/// receiver less per item than the SDK default of 512.
+/// Log records per OTLP export: fewer, larger requests cost the app and the receiver less per
+/// item than the SDK default of 512.
 const BATCH: usize = 1024;
-
-/// Counts spans that have left the queue (exported or failed).
-#[derive(Debug)]
-struct Counted<E> {
-    inner: E,
-    queued: Arc<AtomicU64>,
-}
-
-impl<E: SpanExporter> SpanExporter for Counted<E> {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        let n = batch.len() as u64;
-        let queued = self.queued.clone();
-        let fut = self.inner.export(batch);
-        async move {
-            let r = fut.await;
-            queued.fetch_sub(n, Ordering::Relaxed);
-            r
-        }
-    }
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource)
-    }
-}
-
-/// Admits a span to the batch processor only while the queue has room.
-#[derive(Debug)]
-struct Bounded {
-    inner: BatchSpanProcessor,
-    queued: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl SpanProcessor for Bounded {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
-        self.inner.on_start(span, cx)
-    }
-    fn on_end(&self, span: SpanData) {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE as u64 {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        self.inner.on_end(span)
-    }
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource)
-    }
-}
 
 /// The installed providers.
 pub struct Telemetry {
@@ -300,41 +234,12 @@ pub struct Telemetry {
     pub env: OtelEnv,
 }
 
-fn span_exporter_processor(env: &OtelEnv, dropped: Arc<AtomicU64>) -> anyhow::Result<Bounded> {
-    let queued = Arc::new(AtomicU64::new(0));
-    let config = BatchConfigBuilder::default()
-        .with_max_queue_size(QUEUE * 2)
-        .with_max_export_batch_size(BATCH)
-        .with_scheduled_delay(Duration::from_millis(1000))
-        .build();
-    let inner = match env.protocol[0] {
-        Protocol::Grpc => {
-            let e = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .build()?;
-            BatchSpanProcessor::builder(Counted {
-                inner: e,
-                queued: queued.clone(),
-            })
-            .with_batch_config(config)
-            .build()
-        }
-        Protocol::HttpProtobuf => {
-            let e = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .build()?;
-            BatchSpanProcessor::builder(Counted {
-                inner: e,
-                queued: queued.clone(),
-            })
-            .with_batch_config(config)
-            .build()
-        }
-    };
-    Ok(Bounded {
-        inner,
-        queued,
-        dropped,
+/// The OTLP span exporter for the configured protocol.
+fn otlp_spans(env: &OtelEnv) -> anyhow::Result<Box<dyn BatchExport>> {
+    let b = opentelemetry_otlp::SpanExporter::builder();
+    Ok(match env.protocol[0] {
+        Protocol::Grpc => recorder::exporter(b.with_tonic().build()?),
+        Protocol::HttpProtobuf => recorder::exporter(b.with_http().build()?),
     })
 }
 
@@ -426,15 +331,13 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(props));
 
     if env.traces != Exporter::None {
-        let mut processor: Box<dyn SpanProcessor> = match env.traces {
-            Exporter::Otlp => Box::new(span_exporter_processor(&env, dropped.clone())?),
-            _ => Box::new(SimpleSpanProcessor::new(
-                opentelemetry_stdout::SpanExporter::default(),
-            )),
+        let mut exporter = match env.traces {
+            Exporter::Otlp => otlp_spans(&env)?,
+            _ => recorder::exporter(opentelemetry_stdout::SpanExporter::default()),
         };
-        processor.set_resource(&resource);
+        exporter.set_resource(&resource);
         t.spans = Some(SpanSink {
-            processor,
+            exporter,
             sampler: env.sampler.build(),
             shape: SpanShape {
                 scope: InstrumentationScope::builder("inference-app")

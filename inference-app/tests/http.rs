@@ -12,7 +12,7 @@ use inference_app::recorder::{Recorder, Sinks, SpanShape, SpanSink};
 use inference_app::train::{TrainArgs, train};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler, SimpleSpanProcessor};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -50,7 +50,7 @@ fn fixture(body_limit: usize) -> Fixture {
     let recorder = Recorder::new(
         Sinks {
             spans: Some(SpanSink {
-                processor: Box::new(SimpleSpanProcessor::new(spans.clone())),
+                exporter: inference_app::recorder::exporter(spans.clone()),
                 sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
                 shape: SpanShape {
                     scope: InstrumentationScope::builder("test").build(),
