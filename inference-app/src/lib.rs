@@ -6,6 +6,7 @@ pub mod load;
 pub mod log_writer;
 pub mod metrics;
 pub mod model;
+pub mod otlp;
 pub mod recorder;
 pub mod serve;
 pub mod telemetry;

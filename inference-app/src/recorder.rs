@@ -24,6 +24,7 @@ use opentelemetry_sdk::logs::SdkLogger;
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanExporter};
 
 use crate::metrics::Outcome;
+use crate::otlp;
 
 /// How long a finished request may wait before its telemetry is built.
 const INTERVAL: Duration = Duration::from_millis(25);
@@ -357,13 +358,26 @@ pub struct SpanSink {
     pub shape: SpanShape,
 }
 
+/// Where the access records go.
+pub enum LogSink {
+    /// Through the SDK's logger (the console exporter, or OTLP settings left to the SDK).
+    Sdk(SdkLogger),
+    /// Encoded here, one OTLP request per batch.
+    Otlp {
+        /// The endpoint.
+        sender: otlp::Sender,
+        /// The service's resource.
+        resource: otlp::EncodedResource,
+    },
+}
+
 /// Everything the recorder feeds; each part is absent when its signal is off.
 #[derive(Default)]
 pub struct Sinks {
     /// Traces.
     pub spans: Option<SpanSink>,
     /// OTLP log records of served requests.
-    pub logs: Option<SdkLogger>,
+    pub logs: Option<LogSink>,
 }
 
 impl Sinks {
@@ -371,8 +385,14 @@ impl Sinks {
         self.spans.is_none() && self.logs.is_none()
     }
 
-    /// The spans (into `pending`) and the log record of one request.
-    fn record(&self, rec: &RequestRecord, pending: &mut Vec<SpanData>) {
+    /// The spans (into `spans`) and the log record of one request (emitted, or into `logs`
+    /// with its trace flags).
+    fn record<'a>(
+        &self,
+        rec: &'a RequestRecord,
+        pending: &mut Vec<SpanData>,
+        logs: &mut Vec<(&'a RequestRecord, u8)>,
+    ) {
         let flags = if let Some(s) = &self.spans {
             let d = decide(&s.sampler, rec);
             pending.extend(spans(rec, &d, &s.shape, new_span_id));
@@ -380,8 +400,10 @@ impl Sinks {
         } else {
             TraceFlags::default()
         };
-        if let Some(logger) = &self.logs {
-            access_record(logger, rec, flags);
+        match &self.logs {
+            Some(LogSink::Sdk(logger)) => access_record(logger, rec, flags),
+            Some(LogSink::Otlp { .. }) => logs.push((rec, flags.to_u8())),
+            None => {}
         }
     }
 }
@@ -418,6 +440,8 @@ pub struct Recorder {
     dropped: Arc<AtomicU64>,
     /// When a failed export was last reported.
     warned: Mutex<Option<std::time::Instant>>,
+    /// Buffers for encoding access records.
+    encoder: Mutex<otlp::Encoder>,
 }
 
 /// Stops the recorder thread, records what is queued and shuts the span exporter down, when
@@ -441,6 +465,7 @@ impl Recorder {
             thread: OnceLock::new(),
             dropped,
             warned: Mutex::new(None),
+            encoder: Mutex::default(),
         })
     }
 
@@ -484,8 +509,9 @@ impl Recorder {
             self.woken.store(false, Ordering::Release);
         }
         let mut pending = Vec::with_capacity(EXPORT_BATCH.min(batch.len() * 4));
+        let mut logs = Vec::new();
         for rec in batch.iter() {
-            self.sinks.record(rec, &mut pending);
+            self.sinks.record(rec, &mut pending, &mut logs);
             if pending.len() >= EXPORT_BATCH {
                 self.export(std::mem::take(&mut pending));
             }
@@ -493,6 +519,19 @@ impl Recorder {
         if !pending.is_empty() {
             self.export(pending);
         }
+        if let Some(LogSink::Otlp { sender, resource }) = &self.sinks.logs {
+            for chunk in logs.chunks(EXPORT_BATCH) {
+                let body = self
+                    .encoder
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .access_logs(resource, crate::http::ACCESS_TARGET, chunk);
+                if let Err(e) = sender.send(body) {
+                    self.failed(chunk.len() as u64, "log records", &e);
+                }
+            }
+        }
+        drop(logs);
         batch.clear();
         batch.shrink_to(HIGH_WATER * 2);
     }
@@ -501,12 +540,21 @@ impl Recorder {
         let Some(s) = &self.sinks.spans else { return };
         let n = spans.len() as u64;
         if let Err(e) = s.exporter.export(spans) {
-            self.dropped.fetch_add(n, Ordering::Relaxed);
-            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-            if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                *warned = Some(std::time::Instant::now());
-                tracing::warn!(spans = n, error = %e, "exporting spans failed; they are dropped and counted in telemetry.dropped_items");
-            }
+            self.failed(n, "spans", &e.to_string());
+        }
+    }
+
+    /// Counts items whose export failed and says so, at most every [`WARN_EVERY`].
+    fn failed(&self, n: u64, what: &str, error: &str) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            *warned = Some(std::time::Instant::now());
+            tracing::warn!(
+                items = n,
+                error,
+                "exporting {what} failed; they are dropped and counted in telemetry.dropped_items"
+            );
         }
     }
 

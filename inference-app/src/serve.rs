@@ -101,15 +101,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     for w in &tel.env.warnings {
         tracing::warn!("{w}");
     }
+    for n in &tel.notes {
+        tracing::info!("{n}");
+    }
 
     let (name, version) = (&model.card.name, &model.card.version);
     let meter = tel.meter.as_ref().map(|p| p.meter("inference-app"));
     let metrics = AppMetrics::new(meter.as_ref(), name, version, tel.dropped.clone());
     let sinks = Sinks {
-        logs: tel
-            .logger
-            .as_ref()
-            .map(|p| opentelemetry::logs::LoggerProvider::logger(p, "inference-app")),
+        logs: tel.access_logs.take(),
         spans: tel.spans.take(),
     };
     let recorder = Recorder::new(sinks, RECORD_QUEUE, tel.dropped.clone());

@@ -16,7 +16,8 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::Sampler;
 
-use crate::recorder::{self, BatchExport, SpanShape, SpanSink};
+use crate::otlp;
+use crate::recorder::{self, BatchExport, LogSink, SpanShape, SpanSink};
 
 /// Where one signal goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +225,10 @@ const BATCH: usize = 1024;
 pub struct Telemetry {
     /// Traces, when enabled (taken by the recorder).
     pub spans: Option<SpanSink>,
+    /// Access records, when logs are enabled (taken by the recorder).
+    pub access_logs: Option<LogSink>,
+    /// Which exporter each signal uses, when it is not the default (logged at start).
+    pub notes: Vec<String>,
     /// Metrics, when enabled.
     pub meter: Option<SdkMeterProvider>,
     /// Logs, when enabled.
@@ -234,10 +239,20 @@ pub struct Telemetry {
     pub env: OtelEnv,
 }
 
-/// The OTLP span exporter for the configured protocol.
-fn otlp_spans(env: &OtelEnv) -> anyhow::Result<Box<dyn BatchExport>> {
+fn os_env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+/// The OTLP span exporter: this app's encoder when it handles the configuration, else the
+/// SDK's (noted in `notes`).
+fn otlp_spans(env: &OtelEnv, notes: &mut Vec<String>) -> anyhow::Result<Box<dyn BatchExport>> {
+    let protocol = env.protocol[0];
+    match otlp::target(otlp::Signal::Traces, protocol, os_env).and_then(otlp::SpanExporter::new) {
+        Ok(e) => return Ok(Box::new(e)),
+        Err(why) => notes.push(format!("OTLP spans go through the SDK's exporter: {why}")),
+    }
     let b = opentelemetry_otlp::SpanExporter::builder();
-    Ok(match env.protocol[0] {
+    Ok(match protocol {
         Protocol::Grpc => recorder::exporter(b.with_tonic().build()?),
         Protocol::HttpProtobuf => recorder::exporter(b.with_http().build()?),
     })
@@ -311,6 +326,8 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
     let dropped = Arc::new(AtomicU64::new(0));
     let mut t = Telemetry {
         spans: None,
+        access_logs: None,
+        notes: Vec::new(),
         meter: None,
         logger: None,
         dropped: dropped.clone(),
@@ -332,7 +349,7 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
 
     if env.traces != Exporter::None {
         let mut exporter = match env.traces {
-            Exporter::Otlp => otlp_spans(&env)?,
+            Exporter::Otlp => otlp_spans(&env, &mut t.notes)?,
             _ => recorder::exporter(opentelemetry_stdout::SpanExporter::default()),
         };
         exporter.set_resource(&resource);
@@ -381,7 +398,7 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
         t.meter = Some(b.build());
     }
     if env.logs != Exporter::None {
-        let b = SdkLoggerProvider::builder().with_resource(resource);
+        let b = SdkLoggerProvider::builder().with_resource(resource.clone());
         let b = match (env.logs, env.protocol[2]) {
             (Exporter::Otlp, Protocol::Grpc) => b.with_log_processor(log_batch(
                 opentelemetry_otlp::LogExporter::builder()
@@ -395,7 +412,27 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
             )),
             _ => b.with_simple_exporter(opentelemetry_stdout::LogExporter::default()),
         };
-        t.logger = Some(b.build());
+        let provider = b.build();
+        t.access_logs = Some(LogSink::Sdk(opentelemetry::logs::LoggerProvider::logger(
+            &provider,
+            "inference-app",
+        )));
+        if env.logs == Exporter::Otlp {
+            match otlp::target(otlp::Signal::Logs, env.protocol[2], os_env)
+                .and_then(|t| otlp::Sender::new(otlp::Signal::Logs, t))
+            {
+                Ok(sender) => {
+                    t.access_logs = Some(LogSink::Otlp {
+                        sender,
+                        resource: (&resource).into(),
+                    })
+                }
+                Err(why) => t.notes.push(format!(
+                    "OTLP access records go through the SDK's exporter: {why}"
+                )),
+            }
+        }
+        t.logger = Some(provider);
     }
     Ok(t)
 }
