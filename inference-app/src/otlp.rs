@@ -414,9 +414,17 @@ fn span(out: &mut Vec<u8>, s: &SpanData, scratch: &mut Vec<u8>) {
 /// Reused buffers: encoding a batch allocates nothing once they have grown.
 #[derive(Default)]
 pub struct Encoder {
+    resource: Vec<u8>,
     scopes: Vec<u8>,
     item: Vec<u8>,
     scratch: Vec<u8>,
+}
+
+/// The request message: field 1 holding `inner`, in a buffer of exactly its size.
+fn request(inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + varint_len(inner.len() as u64) + inner.len());
+    bytes(&mut out, 1, inner);
+    out
 }
 
 impl Encoder {
@@ -433,8 +441,9 @@ impl Encoder {
                 None => groups.push((&s.instrumentation_scope, vec![s])),
             }
         }
-        let mut resource_spans = Vec::with_capacity(spans.len() * 200 + resource.body.len() + 64);
-        bytes(&mut resource_spans, 1, &resource.body);
+        let resource_spans = &mut self.resource;
+        resource_spans.clear();
+        bytes(resource_spans, 1, &resource.body);
         for (sc, group) in groups {
             self.scopes.clear();
             self.item.clear();
@@ -446,12 +455,10 @@ impl Encoder {
                 bytes(&mut self.scopes, 2, &self.item);
             }
             string(&mut self.scopes, 3, sc.schema_url().unwrap_or(""));
-            bytes(&mut resource_spans, 2, &self.scopes);
+            bytes(resource_spans, 2, &self.scopes);
         }
-        string(&mut resource_spans, 3, &resource.schema_url);
-        let mut out = Vec::with_capacity(resource_spans.len() + 8);
-        bytes(&mut out, 1, &resource_spans);
-        out
+        string(resource_spans, 3, &resource.schema_url);
+        request(resource_spans)
     }
 
     /// An `ExportLogsServiceRequest` with the access record of each request.
@@ -470,13 +477,12 @@ impl Encoder {
             access_log(&mut self.item, rec, *flags);
             bytes(&mut self.scopes, 2, &self.item);
         }
-        let mut resource_logs = Vec::with_capacity(self.scopes.len() + resource.body.len() + 16);
-        bytes(&mut resource_logs, 1, &resource.body);
-        bytes(&mut resource_logs, 2, &self.scopes);
-        string(&mut resource_logs, 3, &resource.schema_url);
-        let mut out = Vec::with_capacity(resource_logs.len() + 8);
-        bytes(&mut out, 1, &resource_logs);
-        out
+        let resource_logs = &mut self.resource;
+        resource_logs.clear();
+        bytes(resource_logs, 1, &resource.body);
+        bytes(resource_logs, 2, &self.scopes);
+        string(resource_logs, 3, &resource.schema_url);
+        request(resource_logs)
     }
 }
 
