@@ -19,6 +19,7 @@ use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::log_writer::LogWriter;
 use crate::metrics::{AppMetrics, Outcome};
 use crate::model::Model;
 use crate::recorder::{self, Phase, Recorder, RequestRecord};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub recorder: Arc<Recorder>,
     /// OTEL_EXPORTER_OTLP_ENDPOINT.
     pub collector_endpoint: Option<String>,
+    /// Where JSON access lines go (none in tests that do not look at them).
+    access_log: Option<LogWriter>,
 }
 
 impl AppState {
@@ -54,13 +57,52 @@ impl AppState {
             metrics,
             recorder,
             collector_endpoint,
+            access_log: None,
         }
+    }
+
+    /// Writes a JSON access line per request to `out`.
+    pub fn with_access_log(mut self, out: LogWriter) -> Self {
+        self.access_log = Some(out);
+        self
     }
 }
 
-/// The `tracing` target of the per-request access line: the JSON log shows it, and the OTLP
-/// bridge skips it because [`AppState`] emits the OTLP record itself.
+/// The target of the per-request access line (`LOG_LEVEL=access=warn` turns it off) and the
+/// scope of its OTLP twin.
 pub const ACCESS_TARGET: &str = "access";
+
+/// The JSON access line, in the layout of the service's other (tracing) log lines. It is
+/// serialized directly: through `tracing`'s JSON layer, the field visitors cost a request
+/// about 2 µs.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    timestamp: String,
+    level: &'static str,
+    message: &'static str,
+    trace_id: Hex<TraceId>,
+    span_id: Hex<opentelemetry::trace::SpanId>,
+    request_id: &'a str,
+    #[serde(rename = "http.method")]
+    method: &'static str,
+    #[serde(rename = "http.route")]
+    route: &'static str,
+    #[serde(rename = "url.path")]
+    path: &'a str,
+    #[serde(rename = "http.status")]
+    status: u16,
+    latency_ms: f64,
+    target: &'static str,
+}
+
+/// An id as lower-case hex, serialized without an intermediate `String`.
+struct Hex<T>(T);
+
+impl<T: std::fmt::LowerHex> serde::Serialize for Hex<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:x}", self.0))
+    }
+}
 
 /// Per-request context the middleware hands to handlers.
 #[derive(Clone)]
@@ -192,18 +234,25 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     active.dec();
     let status = resp.status().as_u16();
     let duration = start.elapsed();
-    tracing::info!(
-        target: ACCESS_TARGET,
-        trace_id = %trace_id,
-        span_id = %span_id,
-        request_id = request_id.as_str(),
-        http.method = method,
-        http.route = route,
-        url.path = path.as_str(),
-        http.status = status,
-        latency_ms = duration.as_secs_f64() * 1000.0,
-        "request served"
-    );
+    if let Some(out) = &state.access_log
+        && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
+    {
+        out.line(&AccessLine {
+            timestamp: chrono::DateTime::<chrono::Utc>::from(wall + duration)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            level: "INFO",
+            message: "request served",
+            trace_id: Hex(trace_id),
+            span_id: Hex(span_id),
+            request_id: &request_id,
+            method,
+            route,
+            path: &path,
+            status,
+            latency_ms: duration.as_secs_f64() * 1000.0,
+            target: ACCESS_TARGET,
+        });
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }

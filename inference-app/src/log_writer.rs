@@ -84,6 +84,22 @@ pub fn spawn<W: Write + Send + 'static>(
     ))
 }
 
+impl LogWriter {
+    /// Writes `v` as one JSON line, formatted in a buffer of the calling thread's.
+    pub fn line(&self, v: &impl serde::Serialize) {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            if serde_json::to_writer(&mut *buf, v).is_ok() {
+                buf.push(b'\n');
+                let _ = self.clone().write_all(buf);
+            }
+        });
+    }
+}
+
 impl Write for LogWriter {
     /// The JSON layer writes each event, newline included, with one `write_all`.
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {

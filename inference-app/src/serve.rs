@@ -12,7 +12,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::http::{ACCESS_TARGET, AppState, DEFAULT_BODY_LIMIT, router};
+use crate::http::{AppState, DEFAULT_BODY_LIMIT, router};
 use crate::log_writer;
 use crate::metrics::AppMetrics;
 use crate::model::Model;
@@ -84,15 +84,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .flatten_event(true)
         .with_current_span(false)
         .with_span_list(false)
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .boxed();
-    let otel_logs = tel.logger.as_ref().map(|p| {
-        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p)
-            .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-                m.target() != ACCESS_TARGET
-            }))
-            .boxed()
-    });
+    let otel_logs = tel
+        .logger
+        .as_ref()
+        .map(|p| opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p).boxed());
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -119,7 +116,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         recorder.clone(),
         tel.env.endpoint.clone(),
-    );
+    )
+    .with_access_log(writer);
     let state = Arc::new(state);
     // Warm up: one forward pass before reporting ready.
     let f = state.model.features();

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use inference_app::http::{AppState, router};
+use inference_app::log_writer::LogWriter;
 use inference_app::metrics::AppMetrics;
 use inference_app::model::{Kind, Model};
 use inference_app::recorder::{Recorder, Sinks, SpanShape, SpanSink};
@@ -42,6 +43,10 @@ fn model() -> Model {
 }
 
 fn fixture(body_limit: usize) -> Fixture {
+    fixture_with(body_limit, None)
+}
+
+fn fixture_with(body_limit: usize, access_log: Option<LogWriter>) -> Fixture {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
@@ -65,12 +70,16 @@ fn fixture(body_limit: usize) -> Fixture {
         1024,
         dropped.clone(),
     );
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         Arc::new(model()),
         AppMetrics::new(None, "house-price", "1.0.0", dropped),
         recorder,
         Some("http://localhost:4318".into()),
-    ));
+    );
+    if let Some(w) = access_log {
+        state = state.with_access_log(w);
+    }
+    let state = Arc::new(state);
     state.ready.store(true, Ordering::Release);
     Fixture {
         app: router(state.clone(), body_limit),
@@ -403,4 +412,78 @@ async fn metrics_endpoint_exposes_service_and_model_metrics() {
     ] {
         assert!(body.contains(needle), "/metrics lacks {needle}:\n{body}");
     }
+}
+
+/// An output the test reads back.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends two requests under `filter` and returns the JSON lines written.
+async fn access_lines(filter: &str) -> (Value, Vec<Value>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(filter))
+        .set_default();
+    let out = Captured::default();
+    let (writer, guard) =
+        inference_app::log_writer::spawn(out.clone(), 1 << 20, Arc::new(AtomicU64::new(0)))
+            .unwrap();
+    let f = fixture_with(1 << 20, Some(writer));
+    let req = Request::post("/predict")
+        .header("content-type", "application/json")
+        .header("x-request-id", "line-\"quoted\"")
+        .body(Body::from(r#"{"features": [1500]}"#))
+        .unwrap();
+    let (_, _, reply) = call(&f, req).await;
+    call(&f, post("/predict", "not json")).await;
+    drop(f);
+    drop(guard);
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (reply, lines)
+}
+
+#[tokio::test]
+async fn every_request_writes_one_json_access_line_with_its_trace() {
+    let (reply, lines) = access_lines("info").await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let ok = &lines[0];
+    assert_eq!(ok["trace_id"], reply["trace_id"]);
+    assert_eq!(ok["span_id"].as_str().unwrap().len(), 16);
+    assert_eq!(ok["request_id"], "line-\"quoted\"");
+    assert_eq!(ok["http.method"], "POST");
+    assert_eq!(ok["http.route"], "/predict");
+    assert_eq!(ok["url.path"], "/predict");
+    assert_eq!(ok["http.status"], 200);
+    assert!(ok["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(ok["level"], "INFO");
+    assert_eq!(ok["message"], "request served");
+    assert_eq!(ok["target"], "access");
+    let ts = ok["timestamp"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z') && ts.len() == 27,
+        "{ts}"
+    );
+    assert_eq!(lines[1]["http.status"], 400);
+    assert_ne!(lines[1]["trace_id"], ok["trace_id"]);
+}
+
+#[tokio::test]
+async fn log_level_can_turn_the_access_line_off() {
+    let (_, lines) = access_lines("info,access=warn").await;
+    assert!(lines.is_empty(), "{lines:?}");
 }
