@@ -143,6 +143,6 @@ awk -v on="$on_rps" -v off="$off_rps" -v sampled="$sampled_rps" -v peer="$peer_r
   printf "- telemetry overhead (1 - on/off): %.1f%%; with traces sampled at 10%%: %.1f%%\n", (1-on/off)*100, (1-sampled/off)*100
   printf "- p99 at half the max rate (%d req/s, inference-app load): %s ms\n", hr, half
   printf "- CPU per request at that paced rate: %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
-  printf "- items dropped by the bounded queues (spans, log lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh
+  printf "- items dropped (spans, OTLP log records, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh
 }'
 echo "- OTLP sink received: $(tail -1 "$work/sink.log")"

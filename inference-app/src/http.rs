@@ -95,12 +95,13 @@ struct AccessLine<'a> {
     target: &'static str,
 }
 
-/// An id as lower-case hex, serialized without an intermediate `String`.
+/// A trace or span id as its fixed-width lower-case hex (`Display`; `LowerHex` drops leading
+/// zeros), serialized without an intermediate `String`.
 struct Hex<T>(T);
 
-impl<T: std::fmt::LowerHex> serde::Serialize for Hex<T> {
+impl<T: std::fmt::Display> serde::Serialize for Hex<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{:x}", self.0))
+        s.collect_str(&self.0)
     }
 }
 
@@ -284,8 +285,38 @@ struct PredictBody {
     instances: Option<Vec<Vec<f64>>>,
 }
 
+/// Whether the request says its body is JSON: read from the headers in place (the `HeaderMap`
+/// extractor clones them all) and judged after the body, so an oversized body is a 413
+/// whatever its type.
+pub struct JsonContentType(Result<(), ApiError>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for JsonContentType {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let ct = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Ok(JsonContentType(if ct.starts_with("application/json") {
+            Ok(())
+        } else {
+            Err(ApiError(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type must be application/json, got {:?}",
+                    if ct.is_empty() { "nothing" } else { ct }
+                ),
+            ))
+        }))
+    }
+}
+
 fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
+    content_type: JsonContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
@@ -298,19 +329,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
             bad(format!("could not read the request body: {e}"))
         }
     })?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct.starts_with("application/json") {
-        return Err(ApiError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "Content-Type must be application/json, got {:?}",
-                if ct.is_empty() { "nothing" } else { ct }
-            ),
-        ));
-    }
+    content_type.0?;
     serde_json::from_slice(&body).map_err(|e| {
         let msg = e.to_string();
         // serde_json cannot represent NaN/Infinity: they arrive as invalid JSON.
@@ -382,14 +401,28 @@ fn infer(state: &AppState, ctx: &RequestCtx, rows: &[Vec<f64>]) -> Result<Vec<f6
     }
 }
 
+/// The reply of `/predict` (fields in alphabetical order, as before it was typed).
+#[derive(serde::Serialize)]
+struct Prediction<'a> {
+    latency_ms: f64,
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predicted_price: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    predictions: Option<&'a [f64]>,
+    request_id: &'a str,
+    trace_id: Hex<TraceId>,
+}
+
 async fn predict(
     State(state): State<Arc<AppState>>,
     axum::Extension(ctx): axum::Extension<RequestCtx>,
-    headers: HeaderMap,
+    content_type: JsonContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let b: PredictBody = json_body(&headers, body).map_err(invalid)?;
+    let b: PredictBody = json_body(content_type, body).map_err(invalid)?;
     let (rows, single) = match (b.features, b.instances) {
         (Some(f), None) => (vec![f], true),
         (None, Some(rows)) => (rows, false),
@@ -405,21 +438,17 @@ async fn predict(
         }
     };
     let pred = infer(&state, &ctx, &rows)?;
-    let trace_id = ctx.trace_id.to_string();
     let card = &state.model.card;
-    let mut out = json!({
-        "model_name": card.name,
-        "model_version": card.version,
-        "latency_ms": start.elapsed().as_secs_f64() * 1000.0,
-        "trace_id": trace_id,
-        "request_id": ctx.request_id,
-    });
-    if single {
-        out["predicted_price"] = json!(pred[0]);
-    } else {
-        out["predictions"] = json!(pred);
-    }
-    Ok(axum::Json(out).into_response())
+    Ok(axum::Json(Prediction {
+        latency_ms: start.elapsed().as_secs_f64() * 1000.0,
+        model_name: &card.name,
+        model_version: &card.version,
+        predicted_price: single.then(|| pred[0]),
+        predictions: (!single).then_some(pred.as_slice()),
+        request_id: &ctx.request_id,
+        trace_id: Hex(ctx.trace_id),
+    })
+    .into_response())
 }
 
 async fn root(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
@@ -539,11 +568,11 @@ async fn v2_infer(
     State(state): State<Arc<AppState>>,
     axum::Extension(ctx): axum::Extension<RequestCtx>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    content_type: JsonContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let m = known(&state, &name)?;
-    let req: V2Request = json_body(&headers, body).map_err(invalid)?;
+    let req: V2Request = json_body(content_type, body).map_err(invalid)?;
     let invalid = |msg: String| invalid(bad(msg));
     let [input] = req.inputs.as_slice() else {
         return Err(invalid(format!(

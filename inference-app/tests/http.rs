@@ -428,6 +428,9 @@ impl std::io::Write for Captured {
     }
 }
 
+/// A trace id with a leading zero, which a hex formatting without width would drop.
+const ZERO_LED: &str = "0af7651916cd43dd8448eb211c80319c";
+
 /// Sends two requests under `filter` and returns the JSON lines written.
 async fn access_lines(filter: &str) -> (Value, Vec<Value>) {
     use tracing_subscriber::layer::SubscriberExt;
@@ -443,6 +446,7 @@ async fn access_lines(filter: &str) -> (Value, Vec<Value>) {
     let req = Request::post("/predict")
         .header("content-type", "application/json")
         .header("x-request-id", "line-\"quoted\"")
+        .header("traceparent", format!("00-{ZERO_LED}-00f067aa0ba902b7-01"))
         .body(Body::from(r#"{"features": [1500]}"#))
         .unwrap();
     let (_, _, reply) = call(&f, req).await;
@@ -462,7 +466,8 @@ async fn every_request_writes_one_json_access_line_with_its_trace() {
     let (reply, lines) = access_lines("info").await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     let ok = &lines[0];
-    assert_eq!(ok["trace_id"], reply["trace_id"]);
+    assert_eq!(reply["trace_id"], ZERO_LED);
+    assert_eq!(ok["trace_id"], ZERO_LED);
     assert_eq!(ok["span_id"].as_str().unwrap().len(), 16);
     assert_eq!(ok["request_id"], "line-\"quoted\"");
     assert_eq!(ok["http.method"], "POST");
