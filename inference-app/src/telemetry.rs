@@ -258,9 +258,8 @@ fn otlp_spans(env: &OtelEnv, notes: &mut Vec<String>) -> anyhow::Result<Box<dyn 
     })
 }
 
-/// Builds the providers the environment asks for and installs the global propagator.
 /// Runs `f` on a short-lived thread whose nice value is 10. Threads started inside `f` (the
-/// SDK's batch exporters and periodic reader) inherit it, so under load the scheduler serves
+/// recorder, the OTLP runtime, the SDK's log batch processor and periodic reader) inherit it, so under load the scheduler serves
 /// requests first and telemetry with what is left; the bounded queues absorb the wait.
 pub fn at_background_priority<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| {
@@ -319,9 +318,10 @@ impl opentelemetry_sdk::logs::LogProcessor for Timestamped {
     }
 }
 
-/// The batch processors run on their own threads and block on export, so this must not be
-/// called from a current-thread runtime.
-/// `model` (name, version) goes on the forward-pass span.
+/// Builds the exporters and providers the environment asks for and installs the global
+/// propagator. The batch processors run on their own threads and block on export, so this
+/// must not be called from a current-thread runtime; gRPC exporters are bound to the runtime
+/// entered when this runs. `model` (name, version) goes on the forward-pass span.
 pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Result<Telemetry> {
     let dropped = Arc::new(AtomicU64::new(0));
     let mut t = Telemetry {
@@ -439,7 +439,7 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
 
 impl Telemetry {
     /// Flushes and stops the metric and log providers (the recorder stops the span
-    /// processor).
+    /// exporter).
     pub fn shutdown(&self) {
         if let Some(p) = &self.meter {
             let _ = p.force_flush();

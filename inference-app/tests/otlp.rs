@@ -115,9 +115,9 @@ async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identity() {
-    let dir = std::env::temp_dir().join(format!("inference-app-otlp-{}", std::process::id()));
+/// A trained model in a directory of its own.
+fn trained(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("inference-app-otlp-{tag}-{}", std::process::id()));
     train(&TrainArgs {
         out: dir.clone(),
         samples: 1000,
@@ -130,50 +130,28 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
         version: "2.0.0".into(),
     })
     .unwrap();
+    dir
+}
 
-    let sink = Sink::default();
-    let otlp_port = free_port();
-    let s = sink.clone();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(s.clone()))
-            .add_service(MetricsServiceServer::new(s.clone()))
-            .add_service(LogsServiceServer::new(s))
-            .serve(format!("127.0.0.1:{otlp_port}").parse().unwrap())
-            .await
-            .unwrap();
-    });
-
+/// `serve` as a process with only `env` (and PATH), once it is ready; and its base URL.
+async fn serve(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, String) {
     let app_port = free_port();
-    let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_inference-app"))
-            .args([
-                "serve",
-                "--model-dir",
-                dir.to_str().unwrap(),
-                "--addr",
-                &format!("127.0.0.1:{app_port}"),
-            ])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("OTEL_SERVICE_NAME", "house-price-e2e")
-            .env(
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "k8s.namespace.name=shop,k8s.pod.name=house-price-abc,service.version=2.0.0",
-            )
-            .env(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                format!("http://127.0.0.1:{otlp_port}"),
-            )
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-            .env("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-            .env("OTEL_PROPAGATORS", "tracecontext,baggage")
-            .env("OTEL_METRIC_EXPORT_INTERVAL", "500")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inference-app"));
+    cmd.args([
+        "serve",
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--addr",
+        &format!("127.0.0.1:{app_port}"),
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let server = Server(cmd.spawn().unwrap());
     let base = format!("http://127.0.0.1:{app_port}");
     let client = reqwest::Client::new();
     let start = Instant::now();
@@ -192,6 +170,45 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (server, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identity() {
+    let dir = trained("grpc");
+    let sink = Sink::default();
+    let otlp_port = free_port();
+    let s = sink.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(s.clone()))
+            .add_service(MetricsServiceServer::new(s.clone()))
+            .add_service(LogsServiceServer::new(s))
+            .serve(format!("127.0.0.1:{otlp_port}").parse().unwrap())
+            .await
+            .unwrap();
+    });
+
+    let (server, base) = serve(
+        &dir,
+        &[
+            ("OTEL_SERVICE_NAME", "house-price-e2e".into()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.namespace.name=shop,k8s.pod.name=house-price-abc,service.version=2.0.0".into(),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{otlp_port}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on".into()),
+            ("OTEL_PROPAGATORS", "tracecontext,baggage".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500".into()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
     let health: serde_json::Value = client
         .get(format!("{base}/health"))
         .send()
@@ -421,4 +438,122 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+/// What an OTLP/HTTP receiver got: each body decoded, with the `x-tenant` header it came with.
+#[derive(Clone, Default)]
+struct HttpSink {
+    traces: Arc<Mutex<Vec<(ExportTraceServiceRequest, String)>>>,
+    logs: Arc<Mutex<Vec<(ExportLogsServiceRequest, String)>>>,
+    metrics: Arc<Mutex<Vec<String>>>,
+}
+
+fn tenant(h: &axum::http::HeaderMap) -> String {
+    h.get("x-tenant")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_carries_spans_and_access_records_with_the_configured_headers() {
+    use axum::routing::post;
+    use prost::Message;
+    let dir = trained("http");
+    let sink = HttpSink::default();
+    let s = sink.clone();
+    let router = axum::Router::new()
+        .route(
+            "/v1/traces",
+            post(
+                |h: axum::http::HeaderMap, b: axum::body::Bytes| async move {
+                    let r = ExportTraceServiceRequest::decode(b).expect("a valid trace request");
+                    s.traces.lock().unwrap().push((r, tenant(&h)));
+                },
+            ),
+        )
+        .route(
+            "/v1/logs",
+            post({
+                let s = sink.clone();
+                |h: axum::http::HeaderMap, b: axum::body::Bytes| async move {
+                    let r = ExportLogsServiceRequest::decode(b).expect("a valid logs request");
+                    s.logs.lock().unwrap().push((r, tenant(&h)));
+                }
+            }),
+        )
+        .route(
+            "/v1/metrics",
+            post({
+                let s = sink.clone();
+                |h: axum::http::HeaderMap| async move {
+                    s.metrics.lock().unwrap().push(tenant(&h));
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    // The default protocol is http/protobuf; the general endpoint gets /v1/<signal> appended.
+    let (_server, base) = serve(
+        &dir,
+        &[
+            ("OTEL_SERVICE_NAME", "house-price-http".into()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}/"),
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team%20a".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500".into()),
+        ],
+    )
+    .await;
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/predict"))
+        .json(&serde_json::json!({"features": [1800]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let trace_id = r["trace_id"].as_str().unwrap().to_string();
+
+    wait_until("the request's four spans over OTLP/HTTP", || {
+        let t = sink.traces.lock().unwrap();
+        t.iter()
+            .flat_map(|(r, _)| &r.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .filter(|s| hex(&s.trace_id) == trace_id)
+            .count()
+            == 4
+    })
+    .await;
+    wait_until("its access record over OTLP/HTTP", || {
+        let l = sink.logs.lock().unwrap();
+        l.iter()
+            .flat_map(|(r, _)| &r.resource_logs)
+            .flat_map(|rl| &rl.scope_logs)
+            .flat_map(|sl| &sl.log_records)
+            .any(|rec| hex(&rec.trace_id) == trace_id)
+    })
+    .await;
+    wait_until("metrics over OTLP/HTTP", || {
+        !sink.metrics.lock().unwrap().is_empty()
+    })
+    .await;
+    let t = sink.traces.lock().unwrap();
+    let (req, header) = &t[0];
+    assert_eq!(
+        header, "team a",
+        "OTEL_EXPORTER_OTLP_HEADERS, percent-decoded"
+    );
+    assert_eq!(
+        attr(&req.resource_spans[0].resource, "service.name").as_deref(),
+        Some("house-price-http")
+    );
+    assert!(sink.logs.lock().unwrap().iter().all(|(_, h)| h == "team a"));
+    assert!(sink.metrics.lock().unwrap().iter().all(|h| h == "team a"));
 }
