@@ -23,9 +23,12 @@ struct Fixture {
     spans: InMemorySpanExporter,
 }
 
+/// The model, trained once per test binary: tests run in parallel, and one of them reading the
+/// card while another writes it failed.
 fn model() -> Model {
-    let dir = std::env::temp_dir().join(format!("inference-app-http-{}", std::process::id()));
-    if Model::load(&dir).is_err() {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("inference-app-http-{}", std::process::id()));
         train(&TrainArgs {
             out: dir.clone(),
             samples: 2000,
@@ -38,8 +41,9 @@ fn model() -> Model {
             version: "1.0.0".into(),
         })
         .unwrap();
-    }
-    Model::load(&dir).unwrap()
+        dir
+    });
+    Model::load(dir).unwrap()
 }
 
 fn fixture(body_limit: usize) -> Fixture {
