@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -233,6 +233,18 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     let active = state.metrics.started(method, route);
     let (mut resp, inference) = recorder::scoped(next.run(req)).await;
     active.dec();
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        // axum's 405 has an empty body; say what to do, and keep its Allow header.
+        let allow = resp.headers_mut().remove(header::ALLOW);
+        resp = ApiError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this endpoint; GET / lists them".into(),
+        )
+        .into_response();
+        if let Some(a) = allow {
+            resp.headers_mut().insert(header::ALLOW, a);
+        }
+    }
     let status = resp.status().as_u16();
     let duration = start.elapsed();
     if let Some(out) = &state.access_log
@@ -639,18 +651,6 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
-async fn method_not_allowed(req: Request<Body>, next: Next) -> Response {
-    let resp = next.run(req).await;
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        return ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this endpoint; GET / lists them".into(),
-        )
-        .into_response();
-    }
-    resp
-}
-
 /// The router with every endpoint, the body limit and the observing middleware.
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
@@ -667,7 +667,6 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v2/models/{name}/ready", get(v2_model_ready))
         .route("/v2/models/{name}/infer", post(v2_infer))
         .fallback(not_found)
-        .layer(middleware::from_fn(method_not_allowed))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

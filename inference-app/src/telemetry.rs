@@ -360,9 +360,16 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
                 scope: InstrumentationScope::builder("inference-app")
                     .with_version(env!("CARGO_PKG_VERSION"))
                     .build(),
+                // Shared strings: every forward-pass span clones them.
                 model: [
-                    KeyValue::new("model.name", model.0.to_string()),
-                    KeyValue::new("model.version", model.1.to_string()),
+                    KeyValue::new(
+                        "model.name",
+                        opentelemetry::StringValue::from(Arc::<str>::from(model.0)),
+                    ),
+                    KeyValue::new(
+                        "model.version",
+                        opentelemetry::StringValue::from(Arc::<str>::from(model.1)),
+                    ),
                 ],
             },
         });

@@ -306,6 +306,12 @@ async fn bad_input_is_a_4xx_that_names_the_problem() {
             "method not allowed",
         ),
     ];
+    let (_, h, _) = call(&f, get("/predict")).await;
+    assert_eq!(
+        h.get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST"),
+        "a 405 says which methods the endpoint takes"
+    );
     for (req, code, needle) in cases {
         let what = format!("{} {}", req.method(), req.uri());
         let (s, _, v) = call(&f, req).await;
