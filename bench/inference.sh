@@ -3,7 +3,7 @@
 # (../shared/peers/seed000, only here), both exporting to one live OTLP sink, under the same
 # wrk load (POST /predict {"features":[1500]}). Prints a Markdown table for the README.
 #
-#   bench/inference.sh            # DURATION=15 CONNECTIONS=64 RUNS=3 by default
+#   bench/inference.sh            # DURATION=15 CONNECTIONS=64 RUNS=5 by default
 #
 # Needs: wrk (Debian), Python 3 with the peer's packages (installed into
 # ~/.cache/kotel-bench/venv on first use), a release build of inference-app.
@@ -45,31 +45,42 @@ ticks() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '{print $14+$15}' 
 rss_kb() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
 to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else {sub(/s$/,"",v); print v*1000} }'; }
 
-# measure NAME PID URL [RUNS] → one table row from the run with the median requests/s
-# (this 2-core VM is noisy); CPU is averaged over all runs. Sets $rps.
-measure() {
-  local name=$1 pid=$2 url=$3 runs=${4:-1}
-  wrk -t2 -c"$conns" -d3s -s "$peer/post.lua" "$url" >/dev/null 2>&1 || true   # warm-up
+# wrk_run PID URL I: one measured wrk run against URL, kept as $work/wrk.PID.I.
+wrk_run() {
+  wrk -t2 -c"$conns" -d"${duration}s" -s "$peer/post.lua" "$3" --latency >"$work/wrk.$1.$2" 2>&1
+}
+warm_up() { wrk -t2 -c"$conns" -d3s -s "$peer/post.lua" "$1" >/dev/null 2>&1 || true; }
+# Samples the RSS of each pid every 0.5 s into $work/rss.PID until killed.
+rss_sampler() { while sleep 0.5; do for p in "$@"; do rss_kb "$p" >>"$work/rss.$p"; done; done; }
+
+# row NAME PID RUNS T0 T1 → one table row from the run with the median requests/s (this 2-core
+# VM is noisy); CPU is averaged over all runs (ticks T0..T1). Sets $rps.
+row() {
+  local name=$1 pid=$2 runs=$3 t0=$4 t1=$5
   local hz; hz=$(getconf CLK_TCK)
-  local t0; t0=$(ticks "$pid")
-  local peak=0
-  ( while sleep 0.5; do rss_kb "$pid"; done ) >"$work/rss.$pid" &
-  local sampler=$!
-  for i in $(seq "$runs"); do
-    wrk -t2 -c"$conns" -d"${duration}s" -s "$peer/post.lua" "$url" --latency >"$work/wrk.$pid.$i" 2>&1
-  done
-  kill "$sampler" 2>/dev/null || true
-  local t1; t1=$(ticks "$pid")
   local med; med=$(for i in $(seq "$runs"); do echo "$(awk '/Requests\/sec/{print $2}' "$work/wrk.$pid.$i") $i"; done \
     | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2) {print $2}')
   cp "$work/wrk.$pid.$med" "$work/wrk.$pid"
-  peak=$(sort -n "$work/rss.$pid" | tail -1)
+  local peak; peak=$(sort -n "$work/rss.$pid" | tail -1)
   rps=$(awk '/Requests\/sec/{print $2}' "$work/wrk.$pid")
   local p50 p99
   p50=$(to_ms "$(awk '$1=="50%"{print $2}' "$work/wrk.$pid")")
   p99=$(to_ms "$(awk '$1=="99%"{print $2}' "$work/wrk.$pid")")
   local cpu; cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$hz" -v d="$((duration * runs))" 'BEGIN{printf "%.0f", (b-a)/hz/d*100}')
   printf '| %s | %.0f | %.2f | %.2f | %s%% | %.0f MiB |\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$((peak / 1024))" >>"$work/table"
+}
+
+# measure NAME PID URL RUNS: warm-up, RUNS runs in a row, one row.
+measure() {
+  local name=$1 pid=$2 url=$3 runs=$4
+  warm_up "$url"
+  local t0; t0=$(ticks "$pid")
+  rss_sampler "$pid" &
+  local sampler=$!
+  for i in $(seq "$runs"); do wrk_run "$pid" "$i" "$url"; done
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  row "$name" "$pid" "$runs" "$t0" "$(ticks "$pid")"
 }
 
 # per_request PID RATE: a paced load at RATE for $duration s, its report, then a line
@@ -89,7 +100,7 @@ per_request() {
 echo "| service (wrk -t2 -c$conns, ${duration}s, 2 cores shared with wrk and the sink) | requests/s | p50 ms | p99 ms | CPU | RSS |" >"$work/table"
 echo "|---|---|---|---|---|---|" >>"$work/table"
 
-runs=${RUNS:-3}
+runs=${RUNS:-5}
 peer_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_INSECURE=true)
 for workers in 1 2; do
   port=$((18990 + workers))
@@ -105,7 +116,11 @@ done
 
 app_env=(OTEL_SERVICE_NAME=house-price OTEL_RESOURCE_ATTRIBUTES=k8s.namespace.name=bench
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_PROTOCOL=grpc)
-for mode in on sampled off; do
+# The three modes run side by side and take turns, run after run, so that the VM's slow and
+# fast spells fall on all of them alike (in a row, one mode could get a whole slow spell).
+modes=(on sampled off)
+declare -A mode_pid mode_port mode_label
+for mode in "${modes[@]}"; do
   port=$((18995 + ${#mode}))
   extra=()
   label="inference-app, telemetry on (every request traced)"
@@ -115,34 +130,49 @@ for mode in on sampled off; do
       label="inference-app, telemetry on, traces sampled at 10%" ;;
   esac
   env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
-  pid=$!; pids+=($pid)
-  wait_http "http://127.0.0.1:$port/predict"
-  measure "$label" "$pid" "http://127.0.0.1:$port/predict" "$runs"
-  if [ "$mode" = on ]; then
-    on_rps=$rps
-    half=$(awk -v r="$rps" 'BEGIN{printf "%d", r/2}')
-    dropped=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^telemetry_dropped_items_total/{print $2}')
-    per_request "$pid" "$half" >"$work/half"
-    half_p99=$(awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/half")
-    cost_on=$(awk '/^cost/{print $2, $3}' "$work/half")
-    dropped_half=$(( $(curl -s "http://127.0.0.1:$port/metrics" | awk '/^telemetry_dropped_items_total/{print $2}') - dropped ))
-  elif [ "$mode" = sampled ]; then
-    sampled_rps=$rps
-  else
-    off_rps=$rps
-    per_request "$pid" "$half" >"$work/half.off"
-    cost_off=$(awk '/^cost/{print $2}' "$work/half.off")
-  fi
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  mode_pid[$mode]=$!; mode_port[$mode]=$port; mode_label[$mode]=$label; pids+=($!)
 done
+declare -A t0
+for mode in "${modes[@]}"; do
+  wait_http "http://127.0.0.1:${mode_port[$mode]}/predict"
+  warm_up "http://127.0.0.1:${mode_port[$mode]}/predict"
+  t0[$mode]=$(ticks "${mode_pid[$mode]}")
+done
+rss_sampler "${mode_pid[@]}" &
+sampler=$!
+for i in $(seq "$runs"); do
+  for mode in "${modes[@]}"; do wrk_run "${mode_pid[$mode]}" "$i" "http://127.0.0.1:${mode_port[$mode]}/predict"; done
+done
+kill "$sampler" 2>/dev/null || true
+wait "$sampler" 2>/dev/null || true
+for mode in "${modes[@]}"; do
+  pid=${mode_pid[$mode]}
+  row "${mode_label[$mode]}" "$pid" "$runs" "${t0[$mode]}" "$(ticks "$pid")"
+  case $mode in on) on_rps=$rps ;; sampled) sampled_rps=$rps ;; off) off_rps=$rps ;; esac
+done
+dropped=$(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{print $2}')
+half=$(awk -v r="$on_rps" 'BEGIN{printf "%d", r/2}')
+# Paced at half the max rate, on and off take turns too (three rounds); the medians are kept.
+for i in 1 2 3; do
+  port=${mode_port[on]}
+  per_request "${mode_pid[on]}" "$half" >"$work/half.on.$i"
+  port=${mode_port[off]}
+  per_request "${mode_pid[off]}" "$half" >"$work/half.off.$i"
+done
+median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR + 1) / 2)]}'; }
+half_p99=$(for i in 1 2 3; do awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/half.on.$i"; done | median)
+cost_on="$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.on.$i"; done | median) $(for i in 1 2 3; do awk '/^cost/{print $3}' "$work/half.on.$i"; done | median)"
+cost_off=$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.off.$i"; done | median)
+dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{print $2}') - dropped ))
+for mode in "${modes[@]}"; do kill "${mode_pid[$mode]}"; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
 
 cat "$work/table"
 awk -v on="$on_rps" -v off="$off_rps" -v sampled="$sampled_rps" -v peer="$peer_rps" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" 'BEGIN{
   split(c, con, " ")
   printf "\n- inference-app with telemetry on / Python seed, one worker: %.0fx\n", on/peer
   printf "- telemetry overhead (1 - on/off): %.1f%%; with traces sampled at 10%%: %.1f%%\n", (1-on/off)*100, (1-sampled/off)*100
-  printf "- p99 at half the max rate (%d req/s, inference-app load): %s ms\n", hr, half
-  printf "- CPU per request at that paced rate: %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
+  printf "- p99 at half the max rate (%d req/s, inference-app load, median of 3): %s ms\n", hr, half
+  printf "- CPU per request at that paced rate (medians of 3 alternating runs): %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
   printf "- items dropped (spans, OTLP log records, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh
 }'
 echo "- OTLP sink received: $(tail -1 "$work/sink.log")"
