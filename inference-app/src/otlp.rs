@@ -954,29 +954,14 @@ mod tests {
 
     #[test]
     fn access_records_encode_to_the_same_message_as_the_sdk_logger() {
-        use opentelemetry::logs::{
-            AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity,
-        };
+        use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _};
         let rec = record();
         let at = rec.start + rec.duration;
         let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder().build();
         let logger = provider.logger("inference-app");
         let mut sdk = logger.create_log_record();
-        sdk.set_timestamp(at);
+        crate::recorder::fill_access_record(&mut sdk, &rec, TraceFlags::SAMPLED);
         sdk.set_observed_timestamp(at);
-        sdk.set_severity_number(Severity::Info);
-        sdk.set_severity_text("INFO");
-        sdk.set_target("access");
-        sdk.set_body("request served".into());
-        sdk.set_trace_context(rec.trace_id, rec.span_id, Some(TraceFlags::SAMPLED));
-        sdk.add_attributes([
-            ("request.id", AnyValue::from(rec.request_id.clone())),
-            ("http.request.method", rec.method.into()),
-            ("http.route", rec.route.into()),
-            ("url.path", rec.path.clone().into()),
-            ("http.response.status_code", i64::from(rec.status).into()),
-            ("latency_ms", (rec.duration.as_secs_f64() * 1000.0).into()),
-        ]);
         let scope = InstrumentationScope::builder("inference-app").build();
         let data = [(&sdk, &scope)];
         let batch = opentelemetry_sdk::logs::LogBatch::new(&data);

@@ -408,10 +408,22 @@ impl Sinks {
     }
 }
 
-/// The OTLP twin of the JSON access line.
+/// The OTLP twin of the JSON access line, through the SDK's logger.
 fn access_record(logger: &SdkLogger, rec: &RequestRecord, flags: TraceFlags) {
-    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+    use opentelemetry::logs::Logger as _;
     let mut r = logger.create_log_record();
+    fill_access_record(&mut r, rec, flags);
+    logger.emit(r);
+}
+
+/// The fields of the access record; `otlp` encodes the same record itself, and its test
+/// compares the two.
+pub(crate) fn fill_access_record(
+    r: &mut opentelemetry_sdk::logs::SdkLogRecord,
+    rec: &RequestRecord,
+    flags: TraceFlags,
+) {
+    use opentelemetry::logs::{AnyValue, LogRecord as _, Severity};
     r.set_timestamp(rec.start + rec.duration);
     r.set_severity_number(Severity::Info);
     r.set_severity_text("INFO");
@@ -426,7 +438,6 @@ fn access_record(logger: &SdkLogger, rec: &RequestRecord, flags: TraceFlags) {
         ("http.response.status_code", i64::from(rec.status).into()),
         ("latency_ms", (rec.duration.as_secs_f64() * 1000.0).into()),
     ]);
-    logger.emit(r);
 }
 
 /// The queue between requests and the recorder thread.
@@ -805,15 +816,20 @@ mod tests {
         assert!(decide(&Sampler::TraceIdRatioBased(1.0), &rec).record);
     }
 
-    fn sink(exporter: &InMemorySpanExporter) -> Sinks {
+    /// Spans only, always sampled, into `exporter`.
+    fn sinks(exporter: Box<dyn BatchExport>) -> Sinks {
         Sinks {
             spans: Some(SpanSink {
-                exporter: super::exporter(exporter.clone()),
+                exporter,
                 sampler: always(),
                 shape: shape(),
             }),
             ..Default::default()
         }
+    }
+
+    fn sink(exporter: &InMemorySpanExporter) -> Sinks {
+        sinks(super::exporter(exporter.clone()))
     }
 
     #[test]
@@ -864,14 +880,7 @@ mod tests {
     }
 
     fn kept_sink(kept: &Kept) -> Sinks {
-        Sinks {
-            spans: Some(SpanSink {
-                exporter: Box::new(kept.clone()),
-                sampler: always(),
-                shape: shape(),
-            }),
-            ..Default::default()
-        }
+        sinks(Box::new(kept.clone()))
     }
 
     #[test]
@@ -906,15 +915,11 @@ mod tests {
             }
         }
         let sizes = Sizes::default();
-        let sinks = Sinks {
-            spans: Some(SpanSink {
-                exporter: Box::new(sizes.clone()),
-                sampler: always(),
-                shape: shape(),
-            }),
-            ..Default::default()
-        };
-        let r = Recorder::new(sinks, 10_000, Arc::new(AtomicU64::new(0)));
+        let r = Recorder::new(
+            sinks(Box::new(sizes.clone())),
+            10_000,
+            Arc::new(AtomicU64::new(0)),
+        );
         for _ in 0..1000 {
             r.submit(record());
         }

@@ -143,7 +143,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     // Flush telemetry on the blocking side: the batch exporters run on their own threads.
-    // Queued requests become spans, metrics and log records first.
+    // Queued requests become spans and log records first (metrics are already recorded).
     tracing::info!("stopped serving; flushing telemetry");
     recording.stop();
     tel.shutdown();
