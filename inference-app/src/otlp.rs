@@ -1,21 +1,19 @@
-//! OTLP export of the service's spans and access records, encoded straight from the SDK's span
-//! data (and from the request record) into protobuf bytes and sent over OTLP/gRPC or
-//! OTLP/HTTP. The SDK's exporter first copies every span into the generated protobuf structs
-//! (a `String` per attribute key, a hash map per batch) and then encodes those; here each span
-//! is written once. The bytes are the same message, which a test checks by decoding both.
-//! Endpoint, headers and timeout come from the standard `OTEL_EXPORTER_OTLP_*` variables.
-//! Configurations this module does not handle (TLS, client certificates, compression) are
-//! reported by [`target`] so the caller can use the SDK's exporter instead.
+//! OTLP export of the service's spans and access records, encoded straight from the request
+//! records into protobuf bytes and sent over OTLP/gRPC or OTLP/HTTP. The SDK's path builds span
+//! data per span, copies it into the generated protobuf structs (a `String` per attribute key,
+//! a hash map per batch) and then encodes those; here each span is written once, into a batch
+//! buffer that is reused. The bytes are the same message, which a test checks against the SDK's
+//! own transform. Endpoint, headers and timeout come from the standard `OTEL_EXPORTER_OTLP_*`
+//! variables. Configurations this module does not handle (TLS, client certificates,
+//! compression) are reported by [`target`] so the caller can use the SDK's exporter instead.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry::trace::{SpanKind, Status};
-use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
+use opentelemetry::trace::{SpanId, SpanKind};
+use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::SpanData;
 
-use crate::recorder::{BatchExport, RequestRecord};
+use crate::recorder::{Attr, RequestRecord, SpanView};
 use crate::telemetry::Protocol;
 
 /// A signal this module exports.
@@ -195,13 +193,6 @@ fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-/// A nested message, written into `scratch` first to learn its length.
-fn message(out: &mut Vec<u8>, field: u32, scratch: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
-    scratch.clear();
-    body(scratch);
-    bytes(out, field, scratch);
-}
-
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -280,32 +271,29 @@ fn any_value(out: &mut Vec<u8>, v: &Value) {
     bytes(out, 5, &arr);
 }
 
+/// A `KeyValue` holding a scalar, as field `field`, written without a scratch buffer.
+fn scalar_key_value(out: &mut Vec<u8>, field: u32, k: &str, s: Scalar<'_>) {
+    let value_len = s.len();
+    let len = field_len(k.len()) + field_len(value_len);
+    key(out, field, LEN);
+    varint(out, len as u64);
+    bytes(out, 1, k.as_bytes());
+    key(out, 2, LEN);
+    varint(out, value_len as u64);
+    s.write(out);
+}
+
 /// A `KeyValue` as field `field`.
 fn key_value(out: &mut Vec<u8>, field: u32, k: &str, v: &Value) {
     if let Some(s) = scalar(v) {
-        let value_len = s.len();
-        let len =
-            1 + varint_len(k.len() as u64) + k.len() + 1 + varint_len(value_len as u64) + value_len;
-        key(out, field, LEN);
-        varint(out, len as u64);
-        bytes(out, 1, k.as_bytes());
-        key(out, 2, LEN);
-        varint(out, value_len as u64);
-        s.write(out);
-    } else {
-        let mut body = Vec::new();
-        bytes(&mut body, 1, k.as_bytes());
-        let mut value = Vec::new();
-        any_value(&mut value, v);
-        bytes(&mut body, 2, &value);
-        bytes(out, field, &body);
+        return scalar_key_value(out, field, k, s);
     }
-}
-
-fn attributes<'a>(out: &mut Vec<u8>, field: u32, kvs: impl IntoIterator<Item = &'a KeyValue>) {
-    for kv in kvs {
-        key_value(out, field, kv.key.as_str(), &kv.value);
-    }
+    let mut body = Vec::new();
+    bytes(&mut body, 1, k.as_bytes());
+    let mut value = Vec::new();
+    any_value(&mut value, v);
+    bytes(&mut body, 2, &value);
+    bytes(out, field, &body);
 }
 
 /// A resource, encoded once for every export.
@@ -330,11 +318,35 @@ impl From<&Resource> for EncodedResource {
     }
 }
 
-/// The `InstrumentationScope` message body.
-fn scope(out: &mut Vec<u8>, s: &InstrumentationScope) {
-    string(out, 1, s.name());
-    string(out, 2, s.version().unwrap_or(""));
-    attributes(out, 3, s.attributes());
+/// An instrumentation scope, encoded once.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedScope {
+    /// The `InstrumentationScope` message body.
+    body: Vec<u8>,
+    /// The scope's schema URL.
+    schema_url: String,
+}
+
+impl From<&InstrumentationScope> for EncodedScope {
+    fn from(s: &InstrumentationScope) -> Self {
+        let mut body = Vec::new();
+        string(&mut body, 1, s.name());
+        string(&mut body, 2, s.version().unwrap_or(""));
+        for kv in s.attributes() {
+            key_value(&mut body, 3, kv.key.as_str(), &kv.value);
+        }
+        EncodedScope {
+            body,
+            schema_url: s.schema_url().unwrap_or("").to_string(),
+        }
+    }
+}
+
+impl EncodedScope {
+    /// A scope with only a name.
+    pub fn named(name: &str) -> Self {
+        (&InstrumentationScope::builder(name.to_string()).build()).into()
+    }
 }
 
 fn span_kind(k: &SpanKind) -> u64 {
@@ -352,138 +364,46 @@ fn span_flags(trace_flags: u8, parent_is_remote: bool) -> u32 {
     u32::from(trace_flags) | 0x100 | if parent_is_remote { 0x200 } else { 0 }
 }
 
+fn attr(out: &mut Vec<u8>, field: u32, k: &str, a: &Attr<'_>) {
+    match a {
+        Attr::Str(s) => scalar_key_value(out, field, k, Scalar::Str(s)),
+        Attr::Int(i) => scalar_key_value(out, field, k, Scalar::Int(*i)),
+        Attr::Value(v) => key_value(out, field, k, v),
+    }
+}
+
 /// One `Span` message body.
-fn span(out: &mut Vec<u8>, s: &SpanData, scratch: &mut Vec<u8>) {
-    let cx = &s.span_context;
-    bytes(out, 1, &cx.trace_id().to_bytes());
-    bytes(out, 2, &cx.span_id().to_bytes());
-    string(out, 3, &cx.trace_state().header());
-    if s.parent_span_id != opentelemetry::trace::SpanId::INVALID {
-        bytes(out, 4, &s.parent_span_id.to_bytes());
+fn span(out: &mut Vec<u8>, v: &SpanView<'_>) {
+    bytes(out, 1, &v.trace_id.to_bytes());
+    bytes(out, 2, &v.span_id.to_bytes());
+    string(out, 3, &v.state.header());
+    if v.parent_id != SpanId::INVALID {
+        bytes(out, 4, &v.parent_id.to_bytes());
     }
-    string(out, 5, &s.name);
-    uint(out, 6, span_kind(&s.span_kind));
-    fixed64(out, 7, nanos(s.start_time));
-    fixed64(out, 8, nanos(s.end_time));
-    attributes(out, 9, &s.attributes);
-    uint(out, 10, u64::from(s.dropped_attributes_count));
-    for e in s.events.iter() {
-        message(out, 11, scratch, |m| {
-            fixed64(m, 1, nanos(e.timestamp));
-            string(m, 2, &e.name);
-            attributes(m, 3, &e.attributes);
-            uint(m, 4, u64::from(e.dropped_attributes_count));
-        });
+    string(out, 5, &v.name);
+    uint(out, 6, span_kind(&v.kind));
+    fixed64(out, 7, nanos(v.start));
+    fixed64(out, 8, nanos(v.end));
+    for (k, a) in v.attributes {
+        attr(out, 9, k, a);
     }
-    uint(out, 12, u64::from(s.events.dropped_count));
-    for l in s.links.iter() {
-        message(out, 13, scratch, |m| {
-            bytes(m, 1, &l.span_context.trace_id().to_bytes());
-            bytes(m, 2, &l.span_context.span_id().to_bytes());
-            string(m, 3, &l.span_context.trace_state().header());
-            attributes(m, 4, &l.attributes);
-            uint(m, 5, u64::from(l.dropped_attributes_count));
-            fixed32(
-                m,
-                6,
-                span_flags(
-                    l.span_context.trace_flags().to_u8(),
-                    l.span_context.is_remote(),
-                ),
-            );
-        });
+    for kv in v.extra {
+        key_value(out, 9, kv.key.as_str(), &kv.value);
     }
-    uint(out, 14, u64::from(s.links.dropped_count));
-    // Status: 2 message, 3 code (OK 1, ERROR 2); the reference exporter always writes it.
-    let (code, msg) = match &s.status {
-        Status::Unset => (0, ""),
-        Status::Ok => (1, ""),
-        Status::Error { description } => (2, description.as_ref()),
-    };
-    scratch.clear();
-    string(scratch, 2, msg);
-    uint(scratch, 3, code);
-    bytes(out, 15, scratch);
-    fixed32(
-        out,
-        16,
-        span_flags(cx.trace_flags().to_u8(), s.parent_span_is_remote),
-    );
-}
-
-/// Reused buffers: encoding a batch allocates nothing once they have grown.
-#[derive(Default)]
-pub struct Encoder {
-    resource: Vec<u8>,
-    scopes: Vec<u8>,
-    item: Vec<u8>,
-    scratch: Vec<u8>,
-}
-
-/// The request message: field 1 holding `inner`, in a buffer of exactly its size.
-fn request(inner: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + varint_len(inner.len() as u64) + inner.len());
-    bytes(&mut out, 1, inner);
-    out
-}
-
-impl Encoder {
-    /// An `ExportTraceServiceRequest` with one `ResourceSpans`; spans are grouped by scope in
-    /// the order their scopes first appear.
-    pub fn traces(&mut self, resource: &EncodedResource, spans: &[SpanData]) -> Vec<u8> {
-        let mut groups: Vec<(&InstrumentationScope, Vec<&SpanData>)> = Vec::new();
-        for s in spans {
-            match groups
-                .iter_mut()
-                .find(|(sc, _)| *sc == &s.instrumentation_scope)
-            {
-                Some((_, v)) => v.push(s),
-                None => groups.push((&s.instrumentation_scope, vec![s])),
-            }
-        }
-        let resource_spans = &mut self.resource;
-        resource_spans.clear();
-        bytes(resource_spans, 1, &resource.body);
-        for (sc, group) in groups {
-            self.scopes.clear();
-            self.item.clear();
-            scope(&mut self.item, sc);
-            bytes(&mut self.scopes, 1, &self.item);
-            for s in group {
-                self.item.clear();
-                span(&mut self.item, s, &mut self.scratch);
-                bytes(&mut self.scopes, 2, &self.item);
-            }
-            string(&mut self.scopes, 3, sc.schema_url().unwrap_or(""));
-            bytes(resource_spans, 2, &self.scopes);
-        }
-        string(resource_spans, 3, &resource.schema_url);
-        request(resource_spans)
+    // Status: 2 message, 3 code (ERROR 2); the reference exporter always writes it.
+    let msg = v.error.unwrap_or("");
+    let status_len = if msg.is_empty() {
+        0
+    } else {
+        1 + varint_len(msg.len() as u64) + msg.len()
+    } + if v.error.is_some() { 2 } else { 0 };
+    key(out, 15, LEN);
+    varint(out, status_len as u64);
+    string(out, 2, msg);
+    if v.error.is_some() {
+        uint(out, 3, 2);
     }
-
-    /// An `ExportLogsServiceRequest` with the access record of each request.
-    pub fn access_logs(
-        &mut self,
-        resource: &EncodedResource,
-        scope_name: &str,
-        records: &[(&RequestRecord, u8)],
-    ) -> Vec<u8> {
-        self.scopes.clear();
-        self.item.clear();
-        string(&mut self.item, 1, scope_name);
-        bytes(&mut self.scopes, 1, &self.item);
-        for (rec, flags) in records {
-            self.item.clear();
-            access_log(&mut self.item, rec, *flags);
-            bytes(&mut self.scopes, 2, &self.item);
-        }
-        let resource_logs = &mut self.resource;
-        resource_logs.clear();
-        bytes(resource_logs, 1, &resource.body);
-        bytes(resource_logs, 2, &self.scopes);
-        string(resource_logs, 3, &resource.schema_url);
-        request(resource_logs)
-    }
+    fixed32(out, 16, span_flags(v.flags.to_u8(), v.parent_remote));
 }
 
 /// One `LogRecord` body: the OTLP twin of the JSON access line.
@@ -497,21 +417,21 @@ fn access_log(out: &mut Vec<u8>, rec: &RequestRecord, flags: u8) {
     key(out, 5, LEN);
     varint(out, body.len() as u64);
     body.write(out);
-    key_value(out, 6, "request.id", &Value::from(rec.request_id.clone()));
-    key_value(out, 6, "http.request.method", &Value::from(rec.method));
-    key_value(out, 6, "http.route", &Value::from(rec.route));
-    key_value(out, 6, "url.path", &Value::from(rec.path.clone()));
-    key_value(
+    scalar_key_value(out, 6, "request.id", Scalar::Str(&rec.request_id));
+    scalar_key_value(out, 6, "http.request.method", Scalar::Str(rec.method));
+    scalar_key_value(out, 6, "http.route", Scalar::Str(rec.route));
+    scalar_key_value(out, 6, "url.path", Scalar::Str(&rec.path));
+    scalar_key_value(
         out,
         6,
         "http.response.status_code",
-        &Value::I64(i64::from(rec.status)),
+        Scalar::Int(i64::from(rec.status)),
     );
-    key_value(
+    scalar_key_value(
         out,
         6,
         "latency_ms",
-        &Value::F64(rec.duration.as_secs_f64() * 1000.0),
+        Scalar::Double(rec.duration.as_secs_f64() * 1000.0),
     );
     fixed32(out, 8, u32::from(flags));
     bytes(out, 9, &rec.trace_id.to_bytes());
@@ -519,11 +439,125 @@ fn access_log(out: &mut Vec<u8>, rec: &RequestRecord, flags: u8) {
     fixed64(out, 11, at);
 }
 
+/// Encoded bytes per export request. A receiver spends a fixed time on each request (a
+/// Python gRPC one about as much as on 300 spans), which 256 KiB (about 1,600 spans) makes
+/// small per item. Larger requests save little more, and while a receiver on the same
+/// machine parses one it holds a CPU the service could use: they raised the service's p99.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Items of one signal encoded since the last export, each already framed as a repeated
+/// field of the scope message. The buffer is reused, so a steady stream allocates nothing.
+#[derive(Debug, Default)]
+pub struct Pending {
+    buf: Vec<u8>,
+    items: usize,
+    since: Option<Instant>,
+}
+
+/// The length of a length-delimited field holding `n` bytes.
+fn field_len(n: usize) -> usize {
+    1 + varint_len(n as u64) + n
+}
+
+impl Pending {
+    fn push(&mut self, item: &[u8]) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+        bytes(&mut self.buf, 2, item);
+        self.items += 1;
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.items
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    /// Whether a batch is full.
+    pub fn full(&self) -> bool {
+        self.buf.len() >= BATCH_BYTES
+    }
+
+    /// Whether the oldest item has waited `delay` at `now`.
+    pub fn due(&self, now: Instant, delay: Duration) -> bool {
+        self.since
+            .is_some_and(|t| now.saturating_duration_since(t) >= delay)
+    }
+
+    /// The export request holding everything waiting (an `ExportTraceServiceRequest` or
+    /// `ExportLogsServiceRequest`: both nest resource, scope and items under the same field
+    /// numbers) and how many items it has; `None` when nothing waits.
+    pub fn take(
+        &mut self,
+        resource: &EncodedResource,
+        scope: &EncodedScope,
+    ) -> Option<(Vec<u8>, usize)> {
+        if self.items == 0 {
+            return None;
+        }
+        let opt = |s: &str| if s.is_empty() { 0 } else { field_len(s.len()) };
+        let scoped = field_len(scope.body.len()) + self.buf.len() + opt(&scope.schema_url);
+        let resourced =
+            field_len(resource.body.len()) + field_len(scoped) + opt(&resource.schema_url);
+        let mut out = Vec::with_capacity(field_len(resourced));
+        key(&mut out, 1, LEN);
+        varint(&mut out, resourced as u64);
+        bytes(&mut out, 1, &resource.body);
+        key(&mut out, 2, LEN);
+        varint(&mut out, scoped as u64);
+        bytes(&mut out, 1, &scope.body);
+        out.extend_from_slice(&self.buf);
+        string(&mut out, 3, &scope.schema_url);
+        string(&mut out, 3, &resource.schema_url);
+        debug_assert_eq!(out.len(), out.capacity());
+        let n = self.items;
+        self.buf.clear();
+        self.items = 0;
+        self.since = None;
+        Some((out, n))
+    }
+}
+
+/// Spans and access records waiting for export.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    /// Spans.
+    pub spans: Pending,
+    /// Access records.
+    pub logs: Pending,
+    item: Vec<u8>,
+}
+
+impl Encoder {
+    /// Adds one span.
+    pub fn span(&mut self, v: &SpanView<'_>) {
+        self.item.clear();
+        span(&mut self.item, v);
+        self.spans.push(&self.item);
+    }
+
+    /// Adds the access record of one request.
+    pub fn access_log(&mut self, rec: &RequestRecord, flags: u8) {
+        self.item.clear();
+        access_log(&mut self.item, rec, flags);
+        self.logs.push(&self.item);
+    }
+}
+
 // ---- transports ----
 
 /// tonic's codec for bytes that are already a protobuf message; the reply is not read.
+/// `size` is the message's: tonic's buffer starts that large instead of growing from 8 KiB
+/// through a chain of copies.
 #[derive(Clone, Copy, Default)]
-struct Raw;
+struct Raw {
+    size: usize,
+}
 
 impl tonic::codec::Codec for Raw {
     type Encode = Vec<u8>;
@@ -531,10 +565,10 @@ impl tonic::codec::Codec for Raw {
     type Encoder = Raw;
     type Decoder = Raw;
     fn encoder(&mut self) -> Raw {
-        Raw
+        *self
     }
     fn decoder(&mut self) -> Raw {
-        Raw
+        Raw::default()
     }
 }
 
@@ -548,6 +582,10 @@ impl tonic::codec::Encoder for Raw {
     ) -> Result<(), tonic::Status> {
         bytes::BufMut::put_slice(dst, &item);
         Ok(())
+    }
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        // The 5-byte gRPC frame header comes first; the yield threshold is tonic's default.
+        tonic::codec::BufferSettings::new((self.size + 5).max(8 * 1024), 32 * 1024)
     }
 }
 
@@ -642,6 +680,7 @@ impl Sender {
                 runtime,
             } => {
                 let mut grpc = tonic::client::Grpc::new(channel.clone());
+                let codec = Raw { size: body.len() };
                 let mut req = tonic::Request::new(body);
                 *req.metadata_mut() = metadata.clone();
                 let timeout = self.target.timeout;
@@ -650,7 +689,7 @@ impl Sender {
                         grpc.ready()
                             .await
                             .map_err(|e| format!("OTLP/gRPC {}: {e}", self.target.url))?;
-                        grpc.unary(req, path.clone(), Raw)
+                        grpc.unary(req, path.clone(), codec)
                             .await
                             .map(|_| ())
                             .map_err(|s| format!("OTLP/gRPC {}: {}", self.target.url, s.message()))
@@ -684,44 +723,6 @@ impl Sender {
                 }
             }
         }
-    }
-}
-
-/// The span exporter built on [`Encoder::traces`] and a [`Sender`].
-pub struct SpanExporter {
-    sender: Sender,
-    resource: EncodedResource,
-    encoder: std::sync::Mutex<Encoder>,
-}
-
-impl SpanExporter {
-    /// Exports to `target`; see [`Sender::new`].
-    pub fn new(target: Target) -> Result<Self, String> {
-        Ok(SpanExporter {
-            sender: Sender::new(Signal::Traces, target)?,
-            resource: EncodedResource::default(),
-            encoder: Default::default(),
-        })
-    }
-}
-
-impl BatchExport for SpanExporter {
-    fn set_resource(&mut self, r: &Resource) {
-        self.resource = r.into();
-    }
-    fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = self
-            .encoder
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .traces(&self.resource, &batch);
-        drop(batch);
-        self.sender
-            .send(body)
-            .map_err(OTelSdkError::InternalFailure)
-    }
-    fn shutdown(&self) -> OTelSdkResult {
-        Ok(())
     }
 }
 
@@ -817,11 +818,13 @@ mod tests {
         );
     }
 
-    use crate::recorder::{Inference, Phase, SpanShape, decide, spans};
+    use crate::recorder::{Inference, Phase, SpanShape, decide, request_spans, spans};
+    use opentelemetry::KeyValue;
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+    use opentelemetry_sdk::trace::{Sampler, SamplingDecision, SamplingResult, ShouldSample};
     use prost::Message;
 
     fn record() -> RequestRecord {
@@ -862,6 +865,19 @@ mod tests {
         }
     }
 
+    /// A request without a parent or a client, and with a phase that failed without a
+    /// description.
+    fn plain_record() -> RequestRecord {
+        let mut r = record();
+        r.parent = None;
+        r.client = None;
+        r.status = 200;
+        r.span_id = SpanId::from(0x1234u64);
+        r.inference.forward.as_mut().unwrap().error = Some(String::new());
+        r.inference.post = r.inference.pre.clone();
+        r
+    }
+
     fn resource() -> Resource {
         Resource::builder_empty()
             .with_attributes([
@@ -873,74 +889,91 @@ mod tests {
             .build()
     }
 
+    /// Samples everything and adds an attribute of every value type (a sampler may).
+    #[derive(Debug, Clone)]
+    struct Tagging;
+
+    impl ShouldSample for Tagging {
+        fn should_sample(
+            &self,
+            _: Option<&opentelemetry::Context>,
+            _: TraceId,
+            _: &str,
+            _: &SpanKind,
+            _: &[KeyValue],
+            _: &[opentelemetry::trace::Link],
+        ) -> SamplingResult {
+            SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: vec![
+                    KeyValue::new("b", false),
+                    KeyValue::new("i", -42i64),
+                    KeyValue::new("zero", 0i64),
+                    KeyValue::new("f", 0.25),
+                    KeyValue::new("empty", ""),
+                    KeyValue::new("ab", Value::Array(vec![true, false].into())),
+                    KeyValue::new("ai", Value::Array(vec![1i64, -1].into())),
+                    KeyValue::new("af", Value::Array(vec![1.5f64].into())),
+                    KeyValue::new(
+                        "as",
+                        Value::Array(vec![opentelemetry::StringValue::from("x")].into()),
+                    ),
+                ],
+                trace_state: TraceState::from_key_value([("k", "v")]).unwrap(),
+            }
+        }
+    }
+
+    fn ids() -> impl FnMut() -> SpanId {
+        let mut n = 7u64;
+        move || {
+            n += 1;
+            SpanId::from(n)
+        }
+    }
+
     #[test]
     fn spans_encode_to_the_same_message_as_the_sdk_exporter() {
-        let rec = record();
         let shape = SpanShape {
             scope: InstrumentationScope::builder("inference-app")
                 .with_version("0.1.0")
                 .with_attributes([KeyValue::new("scope.attr", true)])
+                .with_schema_url("https://opentelemetry.io/schemas/1.27.0")
                 .build(),
-            model: [
-                KeyValue::new("model.name", "house-price"),
-                KeyValue::new("model.version", "1.0.0"),
-            ],
+            model: ["house-price".into(), "1.0.0".into()],
         };
-        let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
-            opentelemetry_sdk::trace::Sampler::AlwaysOn,
-        ));
-        let mut n = 7u64;
-        let mut batch = spans(&rec, &decide(&sampler, &rec), &shape, || {
-            n += 1;
-            SpanId::from(n)
-        });
-        // Everything else a span can carry: events, links, every value type, OK status, a
-        // second scope.
-        let mut extra = batch[0].clone();
-        extra.name = "extra".into();
-        extra.status = Status::Ok;
-        extra.span_kind = SpanKind::Client;
-        extra.parent_span_id = SpanId::INVALID;
-        extra.parent_span_is_remote = false;
-        extra.instrumentation_scope = InstrumentationScope::builder("other").build();
-        extra.attributes = vec![
-            KeyValue::new("b", false),
-            KeyValue::new("i", -42i64),
-            KeyValue::new("zero", 0i64),
-            KeyValue::new("f", 0.25),
-            KeyValue::new("empty", ""),
-            KeyValue::new("ab", Value::Array(vec![true, false].into())),
-            KeyValue::new("ai", Value::Array(vec![1i64, -1].into())),
-            KeyValue::new("af", Value::Array(vec![1.5f64].into())),
-            KeyValue::new(
-                "as",
-                Value::Array(vec![opentelemetry::StringValue::from("x")].into()),
-            ),
-        ];
-        extra.dropped_attributes_count = 2;
-        extra.events.events.push(opentelemetry::trace::Event::new(
-            "retry",
-            SystemTime::UNIX_EPOCH + Duration::from_secs(5),
-            vec![KeyValue::new("attempt", 2i64)],
-            1,
-        ));
-        extra.events.dropped_count = 3;
-        extra
-            .links
-            .links
-            .push(opentelemetry::trace::Link::with_context(
-                rec.parent.clone().unwrap(),
-            ));
-        extra.links.dropped_count = 1;
-        batch.push(extra);
-
+        let samplers: [&dyn ShouldSample; 2] =
+            [&Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), &Tagging];
+        let mut enc = Encoder::default();
+        let mut sdk = Vec::new();
+        for (sampler, rec) in samplers.into_iter().zip([record(), plain_record()]) {
+            let d = decide(sampler, &rec);
+            request_spans(&rec, &d, &shape, ids(), |v| enc.span(v));
+            sdk.extend(spans(&rec, &d, &shape, ids()));
+        }
+        assert_eq!(sdk.len(), 7);
+        assert_eq!(enc.spans.len(), 7);
         let r = resource();
-        let ours = Encoder::default().traces(&EncodedResource::from(&r), &batch);
+        let (ours, n) = enc
+            .spans
+            .take(
+                &EncodedResource::from(&r),
+                &EncodedScope::from(&shape.scope),
+            )
+            .unwrap();
+        assert_eq!(n, 7);
+        assert!(
+            enc.spans.is_empty()
+                && enc
+                    .spans
+                    .take(&(&r).into(), &(&shape.scope).into())
+                    .is_none()
+        );
         let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).unwrap();
         let reference = ExportTraceServiceRequest {
             resource_spans:
                 opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
-                    batch.clone(),
+                    sdk,
                     &ResourceAttributesWithSchema::from(&r),
                 ),
         };
@@ -955,15 +988,20 @@ mod tests {
     #[test]
     fn access_records_encode_to_the_same_message_as_the_sdk_logger() {
         use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _};
-        let rec = record();
-        let at = rec.start + rec.duration;
+        let recs = [record(), plain_record()];
         let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder().build();
         let logger = provider.logger("inference-app");
-        let mut sdk = logger.create_log_record();
-        crate::recorder::fill_access_record(&mut sdk, &rec, TraceFlags::SAMPLED);
-        sdk.set_observed_timestamp(at);
+        let sdk: Vec<_> = recs
+            .iter()
+            .map(|rec| {
+                let mut sdk = logger.create_log_record();
+                crate::recorder::fill_access_record(&mut sdk, rec, TraceFlags::SAMPLED);
+                sdk.set_observed_timestamp(rec.start + rec.duration);
+                sdk
+            })
+            .collect();
         let scope = InstrumentationScope::builder("inference-app").build();
-        let data = [(&sdk, &scope)];
+        let data: Vec<_> = sdk.iter().map(|r| (r, &scope)).collect();
         let batch = opentelemetry_sdk::logs::LogBatch::new(&data);
         let r = resource();
         let reference = ExportLogsServiceRequest {
@@ -973,14 +1011,55 @@ mod tests {
                     &ResourceAttributesWithSchema::from(&r),
                 ),
         };
-        let ours = Encoder::default().access_logs(
-            &EncodedResource::from(&r),
-            "access",
-            &[(&rec, TraceFlags::SAMPLED.to_u8())],
-        );
+        let mut enc = Encoder::default();
+        for rec in &recs {
+            enc.access_log(rec, TraceFlags::SAMPLED.to_u8());
+        }
+        let (ours, n) = enc
+            .logs
+            .take(&EncodedResource::from(&r), &EncodedScope::named("access"))
+            .unwrap();
+        assert_eq!(n, 2);
         assert_eq!(
             ExportLogsServiceRequest::decode(ours.as_slice()).unwrap(),
             reference
+        );
+    }
+
+    #[test]
+    fn batches_fill_by_size_and_partial_ones_wait_for_the_delay() {
+        let shape = SpanShape {
+            scope: InstrumentationScope::builder("inference-app").build(),
+            model: ["m".into(), "1".into()],
+        };
+        let rec = plain_record();
+        let d = decide(&Sampler::AlwaysOn, &rec);
+        let mut enc = Encoder::default();
+        let t0 = Instant::now();
+        assert!(
+            !enc.spans.due(t0 + Duration::from_secs(60), Duration::ZERO),
+            "nothing waits"
+        );
+        let mut requests = 0;
+        while !enc.spans.full() {
+            request_spans(&rec, &d, &shape, ids(), |v| enc.span(v));
+            requests += 1;
+        }
+        assert!(requests > 300, "{requests} requests fill a batch");
+        let delay = Duration::from_secs(1);
+        assert!(!enc.spans.due(t0, delay));
+        assert!(enc.spans.due(Instant::now() + delay, delay));
+        let (body, n) = enc
+            .spans
+            .take(&EncodedResource::default(), &(&shape.scope).into())
+            .unwrap();
+        assert_eq!(n, requests * 4);
+        assert!(body.len() >= BATCH_BYTES && body.len() < BATCH_BYTES + 1024);
+        let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), n);
+        assert!(
+            !enc.spans.full() && !enc.spans.due(Instant::now() + delay, delay),
+            "emptied"
         );
     }
 

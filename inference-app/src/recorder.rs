@@ -1,10 +1,11 @@
 //! Finished requests become spans and an OTLP log record on a background thread. A request
-//! only takes timestamps and pushes one plain record into a bounded queue; building the SDK's
-//! span data and log records happens later, in batches, at a lower CPU priority (inline it was
-//! most of telemetry's cost on the request path). The recorder is also the spans' batch
-//! processor: it hands each batch to the exporter itself, so a span is never copied through a
-//! second queue and a second thread. Under overload the queue fills and the spans and log
-//! records of further requests are dropped and counted, as are spans whose export fails.
+//! only takes timestamps and pushes one plain record into a bounded queue; the telemetry is
+//! built later, in batches, at a lower CPU priority (inline it was most of telemetry's cost on
+//! the request path). With OTLP export handled by `otlp`, spans and log records are encoded
+//! from the record straight into the export batch; with an SDK exporter (the console, TLS) the
+//! spans become the SDK's span data. Either way the recorder is the batch processor, so there
+//! is no second queue and no second thread. Under overload the queue fills and the spans and
+//! log records of further requests are dropped and counted, as are those whose export fails.
 //! Metrics are not shed: they are recorded inline (see `metrics`).
 
 use std::borrow::Cow;
@@ -18,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLogger;
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanExporter};
@@ -26,11 +27,14 @@ use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData
 use crate::metrics::Outcome;
 use crate::otlp;
 
-/// How long a finished request may wait before its telemetry is built.
+/// How long a finished request may wait before its telemetry is built. Short, so the queue of
+/// records stays small.
 const INTERVAL: Duration = Duration::from_millis(25);
-/// Spans per export call: large batches cost the exporter and the receiver less per span,
-/// and 2,048 of these spans stay far below the 4 MiB a gRPC receiver accepts by default.
+/// Spans per export call through an SDK exporter.
 const EXPORT_BATCH: usize = 2048;
+/// How long encoded spans and log records that fill no batch (`otlp::BATCH_BYTES`) wait for
+/// more: a receiver spends a fixed time on every export request.
+const EXPORT_DELAY: Duration = Duration::from_millis(1000);
 /// At most one warning about failed exports per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Past this many queued records the recorder thread is woken early.
@@ -213,97 +217,199 @@ pub struct SpanShape {
     /// The instrumentation scope.
     pub scope: InstrumentationScope,
     /// `model.name` and `model.version` for the forward-pass span.
-    pub model: [KeyValue; 2],
+    pub model: [Value; 2],
 }
 
-fn status_of(error: &Option<String>) -> Status {
-    match error {
-        Some(e) => Status::error(e.clone()),
-        None => Status::Unset,
+/// An attribute value, borrowed from the record or the shape.
+#[derive(Debug, Clone, Copy)]
+pub enum Attr<'a> {
+    /// A string.
+    Str(&'a str),
+    /// An integer.
+    Int(i64),
+    /// Any value.
+    Value(&'a Value),
+}
+
+impl Attr<'_> {
+    fn to_value(self) -> Value {
+        match self {
+            Attr::Str(s) => Value::from(s.to_string()),
+            Attr::Int(i) => Value::I64(i),
+            Attr::Value(v) => v.clone(),
+        }
     }
 }
 
-/// The spans of one request: the server span and, when the model ran, `preprocess`,
-/// `inference` and `postprocess` under it. `next_id` gives the children their span ids.
-pub fn spans(
+/// Attributes by their semantic-convention names.
+pub type Attributes<'a> = [(&'static str, Attr<'a>)];
+
+/// One span of a request, borrowed from its record. The SDK's span data and the OTLP encoder
+/// are both made from it, so the two export paths cannot disagree about what a span holds.
+#[derive(Debug)]
+pub struct SpanView<'a> {
+    /// The request's trace.
+    pub trace_id: TraceId,
+    /// This span.
+    pub span_id: SpanId,
+    /// The sampler's flags.
+    pub flags: TraceFlags,
+    /// The sampler's trace state.
+    pub state: &'a TraceState,
+    /// The parent, or `SpanId::INVALID`.
+    pub parent_id: SpanId,
+    /// Whether the parent is the caller's (from `traceparent`).
+    pub parent_remote: bool,
+    /// Server or internal.
+    pub kind: SpanKind,
+    /// The span name.
+    pub name: Cow<'static, str>,
+    /// Start.
+    pub start: SystemTime,
+    /// End.
+    pub end: SystemTime,
+    /// The span's own attributes.
+    pub attributes: &'a Attributes<'a>,
+    /// Attributes the sampler added.
+    pub extra: &'a [KeyValue],
+    /// The error description when the span failed.
+    pub error: Option<&'a str>,
+}
+
+/// Calls `f` with each span of one request: when the model ran, `preprocess`, `inference` and
+/// `postprocess`, then the server span they belong to. `next_id` gives the children their span
+/// ids. Nothing is allocated except for rare values (a 5xx status, the client address).
+pub fn request_spans(
     rec: &RequestRecord,
     d: &Decision,
     shape: &SpanShape,
     mut next_id: impl FnMut() -> SpanId,
-) -> Vec<SpanData> {
+    mut f: impl FnMut(&SpanView<'_>),
+) {
     if !d.record {
-        return Vec::new();
+        return;
     }
     let at = |o: Duration| rec.start + o;
-    let context =
-        |span_id| SpanContext::new(rec.trace_id, span_id, d.flags, false, d.state.clone());
-    let mut attributes = Vec::with_capacity(8 + d.attributes.len());
-    attributes.extend([
-        KeyValue::new("http.request.method", rec.method),
-        KeyValue::new("http.route", rec.route),
-        KeyValue::new("url.path", rec.path.clone()),
-        KeyValue::new("url.scheme", "http"),
-        KeyValue::new("request.id", rec.request_id.clone()),
-        KeyValue::new("http.response.status_code", i64::from(rec.status)),
-    ]);
-    if let Some(c) = rec.client {
-        attributes.push(KeyValue::new("client.address", c.to_string()));
+    let view = |span_id, kind, name, start, end, attributes, error| SpanView {
+        trace_id: rec.trace_id,
+        span_id,
+        flags: d.flags,
+        state: &d.state,
+        parent_id: rec.span_id,
+        parent_remote: false,
+        kind,
+        name,
+        start,
+        end,
+        attributes,
+        extra: &[],
+        error,
+    };
+    let inf = &rec.inference;
+    let batch = ("inference.batch.size", Attr::Int(inf.batch as i64));
+    let model = [
+        ("model.name", Attr::Value(&shape.model[0])),
+        ("model.version", Attr::Value(&shape.model[1])),
+        batch,
+    ];
+    let phases: [(&'static str, &Option<Phase>, &Attributes<'_>); 3] = [
+        ("preprocess", &inf.pre, &[batch]),
+        ("inference", &inf.forward, &model),
+        ("postprocess", &inf.post, &[]),
+    ];
+    for (name, phase, attributes) in phases {
+        let Some(p) = phase else { continue };
+        f(&view(
+            next_id(),
+            SpanKind::Internal,
+            Cow::Borrowed(name),
+            at(p.start),
+            at(p.end),
+            attributes,
+            p.error.as_deref(),
+        ));
     }
-    attributes.extend(d.attributes.iter().cloned());
-    let server = SpanData {
-        span_context: context(rec.span_id),
-        parent_span_id: rec
-            .parent
-            .as_ref()
-            .map(SpanContext::span_id)
-            .unwrap_or(SpanId::INVALID),
-        parent_span_is_remote: rec.parent.is_some(),
-        span_kind: SpanKind::Server,
-        name: span_name(rec.method, rec.route),
-        start_time: rec.start,
-        end_time: at(rec.duration),
+    let client = rec.client.map(|c| c.to_string());
+    let mut attributes = [
+        ("http.request.method", Attr::Str(rec.method)),
+        ("http.route", Attr::Str(rec.route)),
+        ("url.path", Attr::Str(&rec.path)),
+        ("url.scheme", Attr::Str("http")),
+        ("request.id", Attr::Str(&rec.request_id)),
+        (
+            "http.response.status_code",
+            Attr::Int(i64::from(rec.status)),
+        ),
+        ("client.address", Attr::Str("")),
+    ];
+    let n = match &client {
+        Some(c) => {
+            attributes[6].1 = Attr::Str(c);
+            7
+        }
+        None => 6,
+    };
+    let error = (rec.status >= 500).then(|| format!("HTTP {}", rec.status));
+    let mut server = view(
+        rec.span_id,
+        SpanKind::Server,
+        span_name(rec.method, rec.route),
+        rec.start,
+        at(rec.duration),
+        &attributes[..n],
+        error.as_deref(),
+    );
+    server.parent_id = rec
+        .parent
+        .as_ref()
+        .map(SpanContext::span_id)
+        .unwrap_or(SpanId::INVALID);
+    server.parent_remote = rec.parent.is_some();
+    server.extra = &d.attributes;
+    f(&server);
+}
+
+/// The SDK's span data for one span.
+fn span_data(v: &SpanView<'_>, scope: &InstrumentationScope) -> SpanData {
+    let mut attributes = Vec::with_capacity(v.attributes.len() + v.extra.len());
+    attributes.extend(
+        v.attributes
+            .iter()
+            .map(|(k, a)| KeyValue::new(*k, a.to_value())),
+    );
+    attributes.extend(v.extra.iter().cloned());
+    SpanData {
+        span_context: SpanContext::new(v.trace_id, v.span_id, v.flags, false, v.state.clone()),
+        parent_span_id: v.parent_id,
+        parent_span_is_remote: v.parent_remote,
+        span_kind: v.kind.clone(),
+        name: v.name.clone(),
+        start_time: v.start,
+        end_time: v.end,
         attributes,
         dropped_attributes_count: 0,
         events: Default::default(),
         links: Default::default(),
-        status: if rec.status >= 500 {
-            Status::error(format!("HTTP {}", rec.status))
-        } else {
-            Status::Unset
+        status: match v.error {
+            Some(e) => Status::error(e.to_string()),
+            None => Status::Unset,
         },
-        instrumentation_scope: shape.scope.clone(),
-    };
-    let inf = &rec.inference;
-    let batch = KeyValue::new("inference.batch.size", inf.batch as i64);
-    let phases = [
-        ("preprocess", &inf.pre, vec![batch.clone()]),
-        (
-            "inference",
-            &inf.forward,
-            vec![shape.model[0].clone(), shape.model[1].clone(), batch],
-        ),
-        ("postprocess", &inf.post, Vec::new()),
-    ];
-    let mut out = Vec::with_capacity(4);
-    for (name, phase, attributes) in phases {
-        let Some(p) = phase else { continue };
-        out.push(SpanData {
-            span_context: context(next_id()),
-            parent_span_id: rec.span_id,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: Cow::Borrowed(name),
-            start_time: at(p.start),
-            end_time: at(p.end),
-            attributes,
-            dropped_attributes_count: 0,
-            events: Default::default(),
-            links: Default::default(),
-            status: status_of(&p.error),
-            instrumentation_scope: shape.scope.clone(),
-        });
+        instrumentation_scope: scope.clone(),
     }
-    out.push(server);
+}
+
+/// The spans of one request as the SDK's span data (for the SDK's exporters), in the order
+/// of [`request_spans`].
+pub fn spans(
+    rec: &RequestRecord,
+    d: &Decision,
+    shape: &SpanShape,
+    next_id: impl FnMut() -> SpanId,
+) -> Vec<SpanData> {
+    let mut out = Vec::with_capacity(4);
+    request_spans(rec, d, shape, next_id, |v| {
+        out.push(span_data(v, &shape.scope))
+    });
     out
 }
 
@@ -348,10 +454,26 @@ pub fn exporter<E: SpanExporter + 'static>(e: E) -> Box<dyn BatchExport> {
     Box::new(Blocking(e))
 }
 
+/// Where spans are exported.
+#[allow(clippy::large_enum_variant)] // one per process
+pub enum SpanOut {
+    /// Through an SDK exporter (the console, or OTLP settings left to the SDK), as span data.
+    Sdk(Box<dyn BatchExport>),
+    /// Encoded here straight from the request records.
+    Otlp {
+        /// The endpoint.
+        sender: otlp::Sender,
+        /// The service's resource.
+        resource: otlp::EncodedResource,
+        /// The spans' instrumentation scope.
+        scope: otlp::EncodedScope,
+    },
+}
+
 /// Where spans go: the exporter and the sampler.
 pub struct SpanSink {
     /// The exporter, with the resource already set.
-    pub exporter: Box<dyn BatchExport>,
+    pub out: SpanOut,
     /// OTEL_TRACES_SAMPLER.
     pub sampler: Sampler,
     /// Scope and model attributes.
@@ -385,24 +507,25 @@ impl Sinks {
         self.spans.is_none() && self.logs.is_none()
     }
 
-    /// The spans (into `spans`) and the log record of one request (emitted, or into `logs`
-    /// with its trace flags).
-    fn record<'a>(
-        &self,
-        rec: &'a RequestRecord,
-        pending: &mut Vec<SpanData>,
-        logs: &mut Vec<(&'a RequestRecord, u8)>,
-    ) {
-        let flags = if let Some(s) = &self.spans {
-            let d = decide(&s.sampler, rec);
-            pending.extend(spans(rec, &d, &s.shape, new_span_id));
-            d.flags
-        } else {
-            TraceFlags::default()
+    /// The spans and the log record of one request: SDK span data into `sdk`, encoded items
+    /// into `enc`, SDK log records emitted.
+    fn record(&self, rec: &RequestRecord, sdk: &mut Vec<SpanData>, enc: &mut otlp::Encoder) {
+        let flags = match &self.spans {
+            Some(s) => {
+                let d = decide(&s.sampler, rec);
+                match &s.out {
+                    SpanOut::Sdk(_) => sdk.extend(spans(rec, &d, &s.shape, new_span_id)),
+                    SpanOut::Otlp { .. } => {
+                        request_spans(rec, &d, &s.shape, new_span_id, |v| enc.span(v))
+                    }
+                }
+                d.flags
+            }
+            None => TraceFlags::default(),
         };
         match &self.logs {
             Some(LogSink::Sdk(logger)) => access_record(logger, rec, flags),
-            Some(LogSink::Otlp { .. }) => logs.push((rec, flags.to_u8())),
+            Some(LogSink::Otlp { .. }) => enc.access_log(rec, flags.to_u8()),
             None => {}
         }
     }
@@ -451,8 +574,10 @@ pub struct Recorder {
     dropped: Arc<AtomicU64>,
     /// When a failed export was last reported.
     warned: Mutex<Option<std::time::Instant>>,
-    /// Buffers for encoding access records.
+    /// Encoded spans and access records waiting for export.
     encoder: Mutex<otlp::Encoder>,
+    /// The access records' instrumentation scope.
+    access_scope: otlp::EncodedScope,
 }
 
 /// Stops the recorder thread, records what is queued and shuts the span exporter down, when
@@ -477,6 +602,7 @@ impl Recorder {
             dropped,
             warned: Mutex::new(None),
             encoder: Mutex::default(),
+            access_scope: otlp::EncodedScope::named(crate::http::ACCESS_TARGET),
         })
     }
 
@@ -500,7 +626,7 @@ impl Recorder {
                 loop {
                     std::thread::park_timeout(INTERVAL);
                     let stopping = r.stop.load(Ordering::Acquire);
-                    r.drain(&mut batch);
+                    r.drain(&mut batch, stopping);
                     if stopping {
                         break;
                     }
@@ -513,44 +639,68 @@ impl Recorder {
         })
     }
 
-    fn drain(&self, batch: &mut Vec<RequestRecord>) {
+    /// Records what is queued. Full batches are exported at once; encoded items that fill
+    /// no batch wait up to [`EXPORT_DELAY`], or go out now when `all`.
+    fn drain(&self, batch: &mut Vec<RequestRecord>, all: bool) {
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::swap(&mut *q, batch);
             self.woken.store(false, Ordering::Release);
         }
-        let mut pending = Vec::with_capacity(EXPORT_BATCH.min(batch.len() * 4));
-        let mut logs = Vec::new();
+        let mut enc = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sdk = Vec::new();
         for rec in batch.iter() {
-            self.sinks.record(rec, &mut pending, &mut logs);
-            if pending.len() >= EXPORT_BATCH {
-                self.export(std::mem::take(&mut pending));
+            self.sinks.record(rec, &mut sdk, &mut enc);
+            if sdk.len() >= EXPORT_BATCH {
+                self.export(std::mem::take(&mut sdk));
             }
+            self.send(&mut enc, |p| p.full());
         }
-        if !pending.is_empty() {
-            self.export(pending);
+        if !sdk.is_empty() {
+            self.export(sdk);
         }
-        if let Some(LogSink::Otlp { sender, resource }) = &self.sinks.logs {
-            for chunk in logs.chunks(EXPORT_BATCH) {
-                let body = self
-                    .encoder
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .access_logs(resource, crate::http::ACCESS_TARGET, chunk);
-                if let Err(e) = sender.send(body) {
-                    self.failed(chunk.len() as u64, "log records", &e);
-                }
-            }
-        }
-        drop(logs);
+        let now = std::time::Instant::now();
+        self.send(&mut enc, |p| all || p.due(now, EXPORT_DELAY));
         batch.clear();
         batch.shrink_to(HIGH_WATER * 2);
     }
 
+    /// Sends the encoded spans and log records whose batch `ready` says may go.
+    fn send(&self, enc: &mut otlp::Encoder, ready: impl Fn(&otlp::Pending) -> bool) {
+        if let Some(SpanSink {
+            out:
+                SpanOut::Otlp {
+                    sender,
+                    resource,
+                    scope,
+                },
+            ..
+        }) = &self.sinks.spans
+            && ready(&enc.spans)
+            && let Some((body, n)) = enc.spans.take(resource, scope)
+            && let Err(e) = sender.send(body)
+        {
+            self.failed(n as u64, "spans", &e);
+        }
+        if let Some(LogSink::Otlp { sender, resource }) = &self.sinks.logs
+            && ready(&enc.logs)
+            && let Some((body, n)) = enc.logs.take(resource, &self.access_scope)
+            && let Err(e) = sender.send(body)
+        {
+            self.failed(n as u64, "log records", &e);
+        }
+    }
+
     fn export(&self, spans: Vec<SpanData>) {
-        let Some(s) = &self.sinks.spans else { return };
+        let Some(SpanSink {
+            out: SpanOut::Sdk(exporter),
+            ..
+        }) = &self.sinks.spans
+        else {
+            return;
+        };
         let n = spans.len() as u64;
-        if let Err(e) = s.exporter.export(spans) {
+        if let Err(e) = exporter.export(spans) {
             self.failed(n, "spans", &e.to_string());
         }
     }
@@ -571,7 +721,7 @@ impl Recorder {
 
     /// Records whatever is queued, on the calling thread.
     pub fn flush(&self) {
-        self.drain(&mut Vec::new());
+        self.drain(&mut Vec::new(), true);
     }
 
     /// Queues a finished request. When the queue is full its spans and log record are
@@ -624,8 +774,12 @@ impl RecorderGuard {
         h.thread().unpark();
         let _ = h.join();
         self.recorder.flush();
-        if let Some(s) = &self.recorder.sinks.spans {
-            let _ = s.exporter.shutdown();
+        if let Some(SpanSink {
+            out: SpanOut::Sdk(exporter),
+            ..
+        }) = &self.recorder.sinks.spans
+        {
+            let _ = exporter.shutdown();
         }
     }
 }
@@ -681,10 +835,7 @@ mod tests {
     fn shape() -> SpanShape {
         SpanShape {
             scope: InstrumentationScope::builder("inference-app").build(),
-            model: [
-                KeyValue::new("model.name", "house-price"),
-                KeyValue::new("model.version", "1.0.0"),
-            ],
+            model: ["house-price".into(), "1.0.0".into()],
         }
     }
 
@@ -820,7 +971,7 @@ mod tests {
     fn sinks(exporter: Box<dyn BatchExport>) -> Sinks {
         Sinks {
             spans: Some(SpanSink {
-                exporter,
+                out: SpanOut::Sdk(exporter),
                 sampler: always(),
                 shape: shape(),
             }),

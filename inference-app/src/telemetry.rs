@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use opentelemetry::InstrumentationScope;
 use opentelemetry::propagation::TextMapCompositePropagator;
-use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLoggerProvider;
@@ -17,7 +17,7 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::Sampler;
 
 use crate::otlp;
-use crate::recorder::{self, BatchExport, LogSink, SpanShape, SpanSink};
+use crate::recorder::{self, LogSink, SpanOut, SpanShape, SpanSink};
 
 /// Where one signal goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,19 +243,34 @@ fn os_env(k: &str) -> Option<String> {
     std::env::var(k).ok()
 }
 
-/// The OTLP span exporter: this app's encoder when it handles the configuration, else the
-/// SDK's (noted in `notes`).
-fn otlp_spans(env: &OtelEnv, notes: &mut Vec<String>) -> anyhow::Result<Box<dyn BatchExport>> {
+/// Where OTLP spans go: this app's encoder when it handles the configuration, else the SDK's
+/// exporter (noted in `notes`).
+fn otlp_spans(
+    env: &OtelEnv,
+    resource: &Resource,
+    scope: &InstrumentationScope,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<SpanOut> {
     let protocol = env.protocol[0];
-    match otlp::target(otlp::Signal::Traces, protocol, os_env).and_then(otlp::SpanExporter::new) {
-        Ok(e) => return Ok(Box::new(e)),
+    match otlp::target(otlp::Signal::Traces, protocol, os_env)
+        .and_then(|t| otlp::Sender::new(otlp::Signal::Traces, t))
+    {
+        Ok(sender) => {
+            return Ok(SpanOut::Otlp {
+                sender,
+                resource: resource.into(),
+                scope: scope.into(),
+            });
+        }
         Err(why) => notes.push(format!("OTLP spans go through the SDK's exporter: {why}")),
     }
     let b = opentelemetry_otlp::SpanExporter::builder();
-    Ok(match protocol {
+    let mut exporter = match protocol {
         Protocol::Grpc => recorder::exporter(b.with_tonic().build()?),
         Protocol::HttpProtobuf => recorder::exporter(b.with_http().build()?),
-    })
+    };
+    exporter.set_resource(resource);
+    Ok(SpanOut::Sdk(exporter))
 }
 
 /// Runs `f` on a short-lived thread whose nice value is 10. Threads started inside `f` (the
@@ -348,28 +363,26 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(props));
 
     if env.traces != Exporter::None {
-        let mut exporter = match env.traces {
-            Exporter::Otlp => otlp_spans(&env, &mut t.notes)?,
-            _ => recorder::exporter(opentelemetry_stdout::SpanExporter::default()),
+        let scope = InstrumentationScope::builder("inference-app")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let out = match env.traces {
+            Exporter::Otlp => otlp_spans(&env, &resource, &scope, &mut t.notes)?,
+            _ => {
+                let mut e = recorder::exporter(opentelemetry_stdout::SpanExporter::default());
+                e.set_resource(&resource);
+                SpanOut::Sdk(e)
+            }
         };
-        exporter.set_resource(&resource);
         t.spans = Some(SpanSink {
-            exporter,
+            out,
             sampler: env.sampler.build(),
             shape: SpanShape {
-                scope: InstrumentationScope::builder("inference-app")
-                    .with_version(env!("CARGO_PKG_VERSION"))
-                    .build(),
-                // Shared strings: every forward-pass span clones them.
+                scope,
+                // Shared strings: every forward-pass span of the SDK path clones them.
                 model: [
-                    KeyValue::new(
-                        "model.name",
-                        opentelemetry::StringValue::from(Arc::<str>::from(model.0)),
-                    ),
-                    KeyValue::new(
-                        "model.version",
-                        opentelemetry::StringValue::from(Arc::<str>::from(model.1)),
-                    ),
+                    opentelemetry::StringValue::from(Arc::<str>::from(model.0)).into(),
+                    opentelemetry::StringValue::from(Arc::<str>::from(model.1)).into(),
                 ],
             },
         });

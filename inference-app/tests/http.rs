@@ -9,10 +9,10 @@ use inference_app::http::{AppState, router};
 use inference_app::log_writer::LogWriter;
 use inference_app::metrics::AppMetrics;
 use inference_app::model::{Kind, Model};
-use inference_app::recorder::{Recorder, Sinks, SpanShape, SpanSink};
+use inference_app::recorder::{Recorder, Sinks, SpanOut, SpanShape, SpanSink};
 use inference_app::train::{TrainArgs, train};
+use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::SpanKind;
-use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -59,14 +59,11 @@ fn fixture_with(body_limit: usize, access_log: Option<LogWriter>) -> Fixture {
     let recorder = Recorder::new(
         Sinks {
             spans: Some(SpanSink {
-                exporter: inference_app::recorder::exporter(spans.clone()),
+                out: SpanOut::Sdk(inference_app::recorder::exporter(spans.clone())),
                 sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
                 shape: SpanShape {
                     scope: InstrumentationScope::builder("test").build(),
-                    model: [
-                        KeyValue::new("model.name", "house-price"),
-                        KeyValue::new("model.version", "1.0.0"),
-                    ],
+                    model: ["house-price".into(), "1.0.0".into()],
                 },
             }),
             ..Default::default()
