@@ -70,19 +70,6 @@ row() {
   printf '| %s | %.0f | %.2f | %.2f | %s%% | %.0f MiB |\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$((peak / 1024))" >>"$work/table"
 }
 
-# measure NAME PID URL RUNS: warm-up, RUNS runs in a row, one row.
-measure() {
-  local name=$1 pid=$2 url=$3 runs=$4
-  warm_up "$url"
-  local t0; t0=$(ticks "$pid")
-  rss_sampler "$pid" &
-  local sampler=$!
-  for i in $(seq "$runs"); do wrk_run "$pid" "$i" "$url"; done
-  kill "$sampler" 2>/dev/null || true
-  wait "$sampler" 2>/dev/null || true
-  row "$name" "$pid" "$runs" "$t0" "$(ticks "$pid")"
-}
-
 # per_request PID RATE: a paced load at RATE for $duration s, its report, then a line
 # "cost APP_US SINK_US": CPU microseconds per request of the service and of the OTLP sink.
 # At a fixed rate this is steadier than requests/s at saturation on a shared 2-core VM.
@@ -102,54 +89,71 @@ echo "|---|---|---|---|---|---|" >>"$work/table"
 
 runs=${RUNS:-5}
 peer_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_INSECURE=true)
-for workers in 1 2; do
-  port=$((18990 + workers))
-  (cd "$work" && env "${peer_env[@]}" "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$port" --workers "$workers" >/dev/null 2>&1) &
-  pid=$!; pids+=($pid)
-  wait_http "http://127.0.0.1:$port/predict/"
-  upid=$(pgrep -f "uvicorn app:app --host 127.0.0.1 --port $port" | head -1)
-  measure "Python seed (FastAPI + OTel), $workers uvicorn worker(s)" "$upid" "http://127.0.0.1:$port/predict/" "$runs"
-  [ "$workers" = 1 ] && peer_rps=$rps
-  pkill -f "uvicorn app:app --host 127.0.0.1 --port $port" || true
-  sleep 1
-done
-
 app_env=(OTEL_SERVICE_NAME=house-price OTEL_RESOURCE_ATTRIBUTES=k8s.namespace.name=bench
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_PROTOCOL=grpc)
-# The three modes run side by side and take turns, run after run, so that the VM's slow and
-# fast spells fall on all of them alike (in a row, one mode could get a whole slow spell).
-modes=(on sampled off)
-declare -A mode_pid mode_port mode_label
+# All five services run side by side and take turns, run after run, so that the VM's slow and
+# fast spells fall on all of them alike (in a row, one could get a whole slow spell). The idle
+# ones cost next to nothing. Ratios are taken within each round.
+modes=(seed1 seed2 on sampled off)
+declare -A mode_pid mode_port mode_label mode_url
 for mode in "${modes[@]}"; do
-  port=$((18995 + ${#mode}))
-  extra=()
-  label="inference-app, telemetry on (every request traced)"
   case $mode in
-    off) extra=(OTEL_SDK_DISABLED=true); label="inference-app, OTEL_SDK_DISABLED=true" ;;
-    sampled) extra=(OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
-      label="inference-app, telemetry on, traces sampled at 10%" ;;
+    seed*)
+      workers=${mode#seed}
+      port=$((18990 + workers))
+      (cd "$work" && env "${peer_env[@]}" "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$port" --workers "$workers" >/dev/null 2>&1) &
+      pids+=($!)
+      wait_http "http://127.0.0.1:$port/predict/"
+      mode_pid[$mode]=$(pgrep -f "uvicorn app:app --host 127.0.0.1 --port $port" | head -1)
+      mode_url[$mode]="http://127.0.0.1:$port/predict/"
+      mode_label[$mode]="Python seed (FastAPI + OTel), $workers uvicorn worker(s)"
+      ;;
+    *)
+      port=$((18995 + ${#mode}))
+      extra=()
+      label="inference-app, telemetry on (every request traced)"
+      case $mode in
+        off) extra=(OTEL_SDK_DISABLED=true); label="inference-app, OTEL_SDK_DISABLED=true" ;;
+        sampled) extra=(OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
+          label="inference-app, telemetry on, traces sampled at 10%" ;;
+      esac
+      env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+      mode_pid[$mode]=$!; pids+=($!)
+      mode_url[$mode]="http://127.0.0.1:$port/predict"
+      mode_label[$mode]=$label
+      wait_http "${mode_url[$mode]}"
+      ;;
   esac
-  env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
-  mode_pid[$mode]=$!; mode_port[$mode]=$port; mode_label[$mode]=$label; pids+=($!)
+  mode_port[$mode]=$port
 done
 declare -A t0
 for mode in "${modes[@]}"; do
-  wait_http "http://127.0.0.1:${mode_port[$mode]}/predict"
-  warm_up "http://127.0.0.1:${mode_port[$mode]}/predict"
+  warm_up "${mode_url[$mode]}"
   t0[$mode]=$(ticks "${mode_pid[$mode]}")
 done
 rss_sampler "${mode_pid[@]}" &
 sampler=$!
 for i in $(seq "$runs"); do
-  for mode in "${modes[@]}"; do wrk_run "${mode_pid[$mode]}" "$i" "http://127.0.0.1:${mode_port[$mode]}/predict"; done
+  for mode in "${modes[@]}"; do wrk_run "${mode_pid[$mode]}" "$i" "${mode_url[$mode]}"; done
 done
 kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
 for mode in "${modes[@]}"; do
   pid=${mode_pid[$mode]}
   row "${mode_label[$mode]}" "$pid" "$runs" "${t0[$mode]}" "$(ticks "$pid")"
-  case $mode in on) on_rps=$rps ;; sampled) sampled_rps=$rps ;; off) off_rps=$rps ;; esac
+  case $mode in on) on_rps=$rps ;; off) off_rps=$rps ;; esac
 done
+for mode in seed1 seed2; do pkill -f "uvicorn app:app --host 127.0.0.1 --port ${mode_port[$mode]}" || true; done
+# per_round A B EXPR: EXPR over a (A's requests/s) and b (B's) in each round, as
+# "median (min-max)".
+per_round() {
+  for i in $(seq "$runs"); do
+    echo "$(awk '/Requests\/sec/{print $2}' "$work/wrk.${mode_pid[$1]}.$i") $(awk '/Requests\/sec/{print $2}' "$work/wrk.${mode_pid[$2]}.$i")"
+  done | awk "{a = \$1; b = \$2; print $3}" | sort -n | awk '{v[NR]=$1} END{printf "%.1f (%.1f-%.1f)", v[int((NR + 1) / 2)], v[1], v[NR]}'
+}
+ratio=$(per_round on seed1 'a/b')
+overhead=$(per_round on off '(1-a/b)*100')
+overhead_sampled=$(per_round sampled off '(1-a/b)*100')
 dropped=$(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{print $2}')
 half=$(awk -v r="$on_rps" 'BEGIN{printf "%d", r/2}')
 # Paced at half the max rate, on and off take turns too (three rounds); the medians are kept.
@@ -164,13 +168,13 @@ half_p99=$(for i in 1 2 3; do awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99")
 cost_on="$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.on.$i"; done | median) $(for i in 1 2 3; do awk '/^cost/{print $3}' "$work/half.on.$i"; done | median)"
 cost_off=$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.off.$i"; done | median)
 dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{print $2}') - dropped ))
-for mode in "${modes[@]}"; do kill "${mode_pid[$mode]}"; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
+for mode in on sampled off; do kill "${mode_pid[$mode]}" 2>/dev/null || true; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
 
 cat "$work/table"
-awk -v on="$on_rps" -v off="$off_rps" -v sampled="$sampled_rps" -v peer="$peer_rps" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" 'BEGIN{
+awk -v ratio="$ratio" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
   split(c, con, " ")
-  printf "\n- inference-app with telemetry on / Python seed, one worker: %.0fx\n", on/peer
-  printf "- telemetry overhead (1 - on/off): %.1f%%; with traces sampled at 10%%: %.1f%%\n", (1-on/off)*100, (1-sampled/off)*100
+  printf "\n- inference-app with telemetry on / Python seed, one worker, within each of %d rounds: %sx (median, min-max)\n", runs, ratio
+  printf "- telemetry overhead (1 - on/off) within each round: %s%%; with traces sampled at 10%%: %s%%\n", oh, ohs
   printf "- p99 at half the max rate (%d req/s, inference-app load, median of 3): %s ms\n", hr, half
   printf "- CPU per request at that paced rate (medians of 3 alternating runs): %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
   printf "- items dropped (spans, OTLP log records, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh
