@@ -1103,6 +1103,53 @@ mod tests {
     }
 
     #[test]
+    fn encoded_spans_and_records_that_fail_to_send_are_counted_as_dropped() {
+        // Nothing listens on port 1: every export is refused.
+        let dead = |signal, path: &str| {
+            otlp::Sender::new(
+                signal,
+                otlp::Target {
+                    protocol: crate::telemetry::Protocol::HttpProtobuf,
+                    url: format!("http://127.0.0.1:1{path}"),
+                    headers: Vec::new(),
+                    timeout: Duration::from_secs(2),
+                },
+            )
+            .unwrap()
+        };
+        let sinks = Sinks {
+            spans: Some(SpanSink {
+                out: SpanOut::Otlp {
+                    sender: dead(otlp::Signal::Traces, "/v1/traces"),
+                    resource: Default::default(),
+                    scope: otlp::EncodedScope::named("inference-app"),
+                },
+                sampler: always(),
+                shape: shape(),
+            }),
+            logs: Some(LogSink::Otlp {
+                sender: dead(otlp::Signal::Logs, "/v1/logs"),
+                resource: Default::default(),
+            }),
+        };
+        let dropped = Arc::new(AtomicU64::new(0));
+        let r = Recorder::new(sinks, 100, dropped.clone());
+        r.submit(record());
+        r.submit(record());
+        r.flush();
+        assert_eq!(
+            dropped.load(Ordering::Relaxed),
+            2 * 4 + 2,
+            "four spans and one log record per request"
+        );
+        let enc = r.encoder.lock().unwrap();
+        assert!(
+            enc.spans.is_empty() && enc.logs.is_empty(),
+            "nothing is kept to retry"
+        );
+    }
+
+    #[test]
     fn with_every_signal_off_nothing_is_queued() {
         let r = Recorder::new(Sinks::default(), 1, Arc::new(AtomicU64::new(0)));
         assert!(!r.enabled());
