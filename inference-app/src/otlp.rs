@@ -445,6 +445,10 @@ fn access_log(out: &mut Vec<u8>, rec: &RequestRecord, flags: u8) {
 /// machine parses one it holds a CPU the service could use: they raised the service's p99.
 pub const BATCH_BYTES: usize = 256 * 1024;
 
+/// The largest export request, whatever OTEL_BSP_MAX_EXPORT_BATCH_SIZE asks: below the 4 MiB a
+/// gRPC receiver accepts by default.
+pub const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024;
+
 /// Items of one signal encoded since the last export, each already framed as a repeated
 /// field of the scope message. The buffer is reused: encoding allocates nothing once it has
 /// grown, and an export allocates only its request.
@@ -479,9 +483,13 @@ impl Pending {
         self.items == 0
     }
 
-    /// Whether a batch is full.
-    pub fn full(&self) -> bool {
-        self.buf.len() >= BATCH_BYTES
+    /// Whether a batch is full: `max_items` items (up to [`MAX_BATCH_BYTES`]) when given,
+    /// else [`BATCH_BYTES`].
+    pub fn full(&self, max_items: Option<usize>) -> bool {
+        match max_items {
+            Some(n) => self.items >= n || self.buf.len() >= MAX_BATCH_BYTES,
+            None => self.buf.len() >= BATCH_BYTES,
+        }
     }
 
     /// Whether the oldest item has waited `delay` at `now`.
@@ -1042,7 +1050,7 @@ mod tests {
             "nothing waits"
         );
         let mut requests = 0;
-        while !enc.spans.full() {
+        while !enc.spans.full(None) {
             request_spans(&rec, &d, &shape, ids(), |v| enc.span(v));
             requests += 1;
         }
@@ -1059,8 +1067,13 @@ mod tests {
         let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), n);
         assert!(
-            !enc.spans.full() && !enc.spans.due(Instant::now() + delay, delay),
+            !enc.spans.full(None) && !enc.spans.due(Instant::now() + delay, delay),
             "emptied"
+        );
+        request_spans(&rec, &d, &shape, ids(), |v| enc.span(v));
+        assert!(
+            !enc.spans.full(Some(5)) && enc.spans.full(Some(4)),
+            "by count when asked"
         );
     }
 

@@ -26,15 +26,13 @@ use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData
 
 use crate::metrics::Outcome;
 use crate::otlp;
+use crate::telemetry::Batching;
 
 /// How long a finished request may wait before its telemetry is built. Short, so the queue of
 /// records stays small.
 const INTERVAL: Duration = Duration::from_millis(25);
-/// Spans per export call through an SDK exporter.
+/// Spans per export call through an SDK exporter, unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says.
 const EXPORT_BATCH: usize = 2048;
-/// How long encoded spans and log records that fill no batch (`otlp::BATCH_BYTES`) wait for
-/// more: a receiver spends a fixed time on every export request.
-const EXPORT_DELAY: Duration = Duration::from_millis(1000);
 /// At most one warning about failed exports per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Past this many queued records the recorder thread is woken early.
@@ -474,6 +472,8 @@ pub enum SpanOut {
 pub struct SpanSink {
     /// The exporter, with the resource already set.
     pub out: SpanOut,
+    /// When batches go out.
+    pub batching: Batching,
     /// OTEL_TRACES_SAMPLER.
     pub sampler: Sampler,
     /// Scope and model attributes.
@@ -481,6 +481,7 @@ pub struct SpanSink {
 }
 
 /// Where the access records go.
+#[allow(clippy::large_enum_variant)] // one per process
 pub enum LogSink {
     /// Through the SDK's logger (the console exporter, or OTLP settings left to the SDK).
     Sdk(SdkLogger),
@@ -490,6 +491,8 @@ pub enum LogSink {
         sender: otlp::Sender,
         /// The service's resource.
         resource: otlp::EncodedResource,
+        /// When batches go out.
+        batching: Batching,
     },
 }
 
@@ -639,34 +642,41 @@ impl Recorder {
         })
     }
 
-    /// Records what is queued. Full batches are exported at once; encoded items that fill
-    /// no batch wait up to [`EXPORT_DELAY`], or go out now when `all`.
+    /// Records what is queued. Full batches are exported at once; what fills no batch waits
+    /// for its signal's schedule delay, or goes out now when `all`.
     fn drain(&self, batch: &mut Vec<RequestRecord>, all: bool) {
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::swap(&mut *q, batch);
             self.woken.store(false, Ordering::Release);
         }
+        let sdk_batch = self
+            .sinks
+            .spans
+            .as_ref()
+            .and_then(|s| s.batching.max_items)
+            .unwrap_or(EXPORT_BATCH);
         let mut enc = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
         let mut sdk = Vec::new();
         for rec in batch.iter() {
             self.sinks.record(rec, &mut sdk, &mut enc);
-            if sdk.len() >= EXPORT_BATCH {
-                self.export(std::mem::take(&mut sdk));
+            while sdk.len() >= sdk_batch {
+                let rest = sdk.split_off(sdk_batch);
+                self.export(std::mem::replace(&mut sdk, rest));
             }
-            self.send(&mut enc, |p| p.full());
+            self.send(&mut enc, |p, b| p.full(b.max_items));
         }
         if !sdk.is_empty() {
             self.export(sdk);
         }
         let now = std::time::Instant::now();
-        self.send(&mut enc, |p| all || p.due(now, EXPORT_DELAY));
+        self.send(&mut enc, |p, b| all || p.due(now, b.delay));
         batch.clear();
         batch.shrink_to(HIGH_WATER * 2);
     }
 
     /// Sends the encoded spans and log records whose batch `ready` says may go.
-    fn send(&self, enc: &mut otlp::Encoder, ready: impl Fn(&otlp::Pending) -> bool) {
+    fn send(&self, enc: &mut otlp::Encoder, ready: impl Fn(&otlp::Pending, &Batching) -> bool) {
         if let Some(SpanSink {
             out:
                 SpanOut::Otlp {
@@ -674,16 +684,21 @@ impl Recorder {
                     resource,
                     scope,
                 },
+            batching,
             ..
         }) = &self.sinks.spans
-            && ready(&enc.spans)
+            && ready(&enc.spans, batching)
             && let Some((body, n)) = enc.spans.take(resource, scope)
             && let Err(e) = sender.send(body)
         {
             self.failed(n as u64, "spans", &e);
         }
-        if let Some(LogSink::Otlp { sender, resource }) = &self.sinks.logs
-            && ready(&enc.logs)
+        if let Some(LogSink::Otlp {
+            sender,
+            resource,
+            batching,
+        }) = &self.sinks.logs
+            && ready(&enc.logs, batching)
             && let Some((body, n)) = enc.logs.take(resource, &self.access_scope)
             && let Err(e) = sender.send(body)
         {
@@ -972,6 +987,7 @@ mod tests {
         Sinks {
             spans: Some(SpanSink {
                 out: SpanOut::Sdk(exporter),
+                batching: Batching::default(),
                 sampler: always(),
                 shape: shape(),
             }),
@@ -1082,6 +1098,30 @@ mod tests {
     }
 
     #[test]
+    fn the_batch_size_variable_bounds_sdk_exports_too() {
+        #[derive(Clone, Default)]
+        struct Sizes(Arc<Mutex<Vec<usize>>>);
+        impl BatchExport for Sizes {
+            fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+                self.0.lock().unwrap().push(batch.len());
+                Ok(())
+            }
+            fn shutdown(&self) -> OTelSdkResult {
+                Ok(())
+            }
+        }
+        let sizes = Sizes::default();
+        let mut sinks = sinks(Box::new(sizes.clone()));
+        sinks.spans.as_mut().unwrap().batching.max_items = Some(10);
+        let r = Recorder::new(sinks, 100, Arc::new(AtomicU64::new(0)));
+        for _ in 0..7 {
+            r.submit(record());
+        }
+        r.flush();
+        assert_eq!(*sizes.0.lock().unwrap(), [10, 10, 8]);
+    }
+
+    #[test]
     fn spans_of_a_failed_export_are_counted_as_dropped() {
         let kept = Kept::default();
         kept.0.lock().unwrap().2 = true;
@@ -1124,12 +1164,14 @@ mod tests {
                     resource: Default::default(),
                     scope: otlp::EncodedScope::named("inference-app"),
                 },
+                batching: Batching::default(),
                 sampler: always(),
                 shape: shape(),
             }),
             logs: Some(LogSink::Otlp {
                 sender: dead(otlp::Signal::Logs, "/v1/logs"),
                 resource: Default::default(),
+                batching: Batching::default(),
             }),
         };
         let dropped = Arc::new(AtomicU64::new(0));

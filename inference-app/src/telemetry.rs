@@ -77,8 +77,64 @@ pub struct OtelEnv {
     pub propagators: Vec<String>,
     /// OTEL_METRIC_EXPORT_INTERVAL.
     pub metric_interval: Duration,
+    /// OTEL_BSP_SCHEDULE_DELAY and OTEL_BSP_MAX_EXPORT_BATCH_SIZE.
+    pub span_batching: Batching,
+    /// OTEL_BLRP_SCHEDULE_DELAY and OTEL_BLRP_MAX_EXPORT_BATCH_SIZE.
+    pub log_batching: Batching,
     /// Problems found (unknown values); the defaults were used instead.
     pub warnings: Vec<String>,
+}
+
+/// When a signal's spans or log records are exported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Batching {
+    /// How long items that fill no batch wait (default 1 s; the specification's default for
+    /// spans is 5 s, which is long to wait for a trace).
+    pub delay: Duration,
+    /// Items per export. Unset, a batch of this app's OTLP encoder is full at
+    /// `otlp::BATCH_BYTES` (about 1,600 spans).
+    pub max_items: Option<usize>,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            delay: Duration::from_secs(1),
+            max_items: None,
+        }
+    }
+}
+
+/// Reads `OTEL_{prefix}_SCHEDULE_DELAY` and `OTEL_{prefix}_MAX_EXPORT_BATCH_SIZE`.
+fn batching(
+    get: &impl Fn(&str) -> Option<String>,
+    prefix: &str,
+    warnings: &mut Vec<String>,
+) -> Batching {
+    let mut b = Batching::default();
+    let mut number = |name: String| -> Option<u64> {
+        let v = get(&name)?;
+        match v.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                warnings.push(format!(
+                    "{name}={v} is not a whole number; using the default"
+                ));
+                None
+            }
+        }
+    };
+    if let Some(ms) = number(format!("OTEL_{prefix}_SCHEDULE_DELAY")) {
+        b.delay = Duration::from_millis(ms);
+    }
+    match number(format!("OTEL_{prefix}_MAX_EXPORT_BATCH_SIZE")) {
+        Some(0) => warnings.push(format!(
+            "OTEL_{prefix}_MAX_EXPORT_BATCH_SIZE must be at least 1; using the default"
+        )),
+        Some(n) => b.max_items = Some(n as usize),
+        None => {}
+    }
+    b
 }
 
 fn exporter(v: Option<String>, name: &str, warnings: &mut Vec<String>) -> Exporter {
@@ -185,6 +241,16 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> OtelEnv {
             Duration::from_secs(60)
         }
     };
+    let span_batching = batching(&get, "BSP", &mut warnings);
+    let log_batching = batching(&get, "BLRP", &mut warnings);
+    for q in ["OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BLRP_MAX_QUEUE_SIZE"] {
+        if get(q).is_some() {
+            warnings.push(format!(
+                "{q} is not read: the spans and access records of finished requests wait in one \
+                 bounded queue of requests (its drops are counted in telemetry.dropped_items)"
+            ));
+        }
+    }
     OtelEnv {
         disabled,
         traces,
@@ -195,6 +261,8 @@ pub fn parse(get: impl Fn(&str) -> Option<String>) -> OtelEnv {
         sampler,
         propagators,
         metric_interval,
+        span_batching,
+        log_batching,
         warnings,
     }
 }
@@ -291,14 +359,14 @@ pub fn at_background_priority<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 
 /// Log records batch like spans: a bounded queue (records beyond it are dropped) and
 /// large exports.
-fn log_batch(e: impl opentelemetry_sdk::logs::LogExporter + 'static) -> Timestamped {
+fn log_batch(e: impl opentelemetry_sdk::logs::LogExporter + 'static, b: Batching) -> Timestamped {
     Timestamped(
         opentelemetry_sdk::logs::BatchLogProcessor::builder(e)
             .with_batch_config(
                 opentelemetry_sdk::logs::BatchConfigBuilder::default()
                     .with_max_queue_size(QUEUE)
-                    .with_max_export_batch_size(BATCH)
-                    .with_scheduled_delay(Duration::from_millis(1000))
+                    .with_max_export_batch_size(b.max_items.unwrap_or(BATCH).min(QUEUE))
+                    .with_scheduled_delay(b.delay)
                     .build(),
             )
             .build(),
@@ -376,6 +444,7 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
         };
         t.spans = Some(SpanSink {
             out,
+            batching: env.span_batching,
             sampler: env.sampler.build(),
             shape: SpanShape {
                 scope,
@@ -424,11 +493,13 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
                 opentelemetry_otlp::LogExporter::builder()
                     .with_tonic()
                     .build()?,
+                env.log_batching,
             )),
             (Exporter::Otlp, Protocol::HttpProtobuf) => b.with_log_processor(log_batch(
                 opentelemetry_otlp::LogExporter::builder()
                     .with_http()
                     .build()?,
+                env.log_batching,
             )),
             _ => b.with_simple_exporter(opentelemetry_stdout::LogExporter::default()),
         };
@@ -445,6 +516,7 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
                     t.access_logs = Some(LogSink::Otlp {
                         sender,
                         resource: (&resource).into(),
+                        batching: env.log_batching,
                     })
                 }
                 Err(why) => t.notes.push(format!(
@@ -497,7 +569,44 @@ mod tests {
         assert_eq!(e.sampler, SamplerSpec::ParentAlwaysOn);
         assert_eq!(e.propagators, vec!["tracecontext", "baggage"]);
         assert_eq!(e.metric_interval, Duration::from_secs(60));
+        assert_eq!(e.span_batching, Batching::default());
+        assert_eq!(e.log_batching.delay, Duration::from_secs(1));
         assert!(e.warnings.is_empty());
+    }
+
+    #[test]
+    fn batch_processor_variables_set_delay_and_batch_size() {
+        let e = env(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "512"),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "0"),
+        ]);
+        assert_eq!(
+            e.span_batching,
+            Batching {
+                delay: Duration::from_millis(200),
+                max_items: Some(512)
+            }
+        );
+        assert_eq!(
+            e.log_batching,
+            Batching {
+                delay: Duration::ZERO,
+                max_items: None
+            }
+        );
+        assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+        let e = env(&[
+            ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
+            ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "0"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "4096"),
+        ]);
+        assert_eq!(e.span_batching, Batching::default());
+        assert_eq!(e.log_batching, Batching::default());
+        assert_eq!(e.warnings.len(), 3, "{:?}", e.warnings);
+        assert!(e.warnings[0].contains("OTEL_BSP_SCHEDULE_DELAY"));
+        assert!(e.warnings[1].contains("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"));
+        assert!(e.warnings[2].contains("OTEL_BSP_MAX_QUEUE_SIZE is not read"));
     }
 
     #[test]

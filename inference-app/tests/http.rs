@@ -60,6 +60,7 @@ fn fixture_with(body_limit: usize, access_log: Option<LogWriter>) -> Fixture {
         Sinks {
             spans: Some(SpanSink {
                 out: SpanOut::Sdk(inference_app::recorder::exporter(spans.clone())),
+                batching: Default::default(),
                 sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
                 shape: SpanShape {
                     scope: InstrumentationScope::builder("test").build(),
