@@ -566,6 +566,28 @@ pub(crate) fn fill_access_record(
     ]);
 }
 
+/// Counts items whose export failed and says so, at most every [`WARN_EVERY`]. Shared with
+/// exports still on the wire.
+struct Failures {
+    dropped: Arc<AtomicU64>,
+    warned: Mutex<Option<std::time::Instant>>,
+}
+
+impl Failures {
+    fn count(&self, n: u64, what: &str, error: &str) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            *warned = Some(std::time::Instant::now());
+            tracing::warn!(
+                items = n,
+                error,
+                "exporting {what} failed; they are dropped and counted in telemetry.dropped_items"
+            );
+        }
+    }
+}
+
 /// The queue between requests and the recorder thread.
 pub struct Recorder {
     queue: Mutex<Vec<RequestRecord>>,
@@ -575,8 +597,7 @@ pub struct Recorder {
     stop: AtomicBool,
     thread: OnceLock<Thread>,
     dropped: Arc<AtomicU64>,
-    /// When a failed export was last reported.
-    warned: Mutex<Option<std::time::Instant>>,
+    failures: Arc<Failures>,
     /// Encoded spans and access records waiting for export.
     encoder: Mutex<otlp::Encoder>,
     /// The access records' instrumentation scope.
@@ -602,8 +623,11 @@ impl Recorder {
             woken: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
+            failures: Arc::new(Failures {
+                dropped: dropped.clone(),
+                warned: Mutex::new(None),
+            }),
             dropped,
-            warned: Mutex::new(None),
             encoder: Mutex::default(),
             access_scope: otlp::EncodedScope::named(crate::http::ACCESS_TARGET),
         })
@@ -671,6 +695,9 @@ impl Recorder {
         }
         let now = std::time::Instant::now();
         self.send(&mut enc, |p, b| all || p.due(now, b.delay));
+        if all {
+            self.settle();
+        }
         batch.clear();
         batch.shrink_to(HIGH_WATER * 2);
     }
@@ -689,9 +716,9 @@ impl Recorder {
         }) = &self.sinks.spans
             && ready(&enc.spans, batching)
             && let Some((body, n)) = enc.spans.take(resource, scope)
-            && let Err(e) = sender.send(body)
         {
-            self.failed(n as u64, "spans", &e);
+            let f = self.failures.clone();
+            sender.send(body, move |e| f.count(n as u64, "spans", &e));
         }
         if let Some(LogSink::Otlp {
             sender,
@@ -700,9 +727,23 @@ impl Recorder {
         }) = &self.sinks.logs
             && ready(&enc.logs, batching)
             && let Some((body, n)) = enc.logs.take(resource, &self.access_scope)
-            && let Err(e) = sender.send(body)
         {
-            self.failed(n as u64, "log records", &e);
+            let f = self.failures.clone();
+            sender.send(body, move |e| f.count(n as u64, "log records", &e));
+        }
+    }
+
+    /// Waits until no export is on the wire.
+    fn settle(&self) {
+        if let Some(SpanSink {
+            out: SpanOut::Otlp { sender, .. },
+            ..
+        }) = &self.sinks.spans
+        {
+            sender.settle();
+        }
+        if let Some(LogSink::Otlp { sender, .. }) = &self.sinks.logs {
+            sender.settle();
         }
     }
 
@@ -716,21 +757,7 @@ impl Recorder {
         };
         let n = spans.len() as u64;
         if let Err(e) = exporter.export(spans) {
-            self.failed(n, "spans", &e.to_string());
-        }
-    }
-
-    /// Counts items whose export failed and says so, at most every [`WARN_EVERY`].
-    fn failed(&self, n: u64, what: &str, error: &str) {
-        self.dropped.fetch_add(n, Ordering::Relaxed);
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-            *warned = Some(std::time::Instant::now());
-            tracing::warn!(
-                items = n,
-                error,
-                "exporting {what} failed; they are dropped and counted in telemetry.dropped_items"
-            );
+            self.failures.count(n, "spans", &e.to_string());
         }
     }
 
