@@ -33,6 +33,14 @@ app=${CARGO_TARGET_DIR:-target}/release/inference-app
 cp "$peer/app.py" "$peer/house_price_model.pkl" "$work/"
 
 sink_port=18990
+# gRPC binds with SO_REUSEPORT: a second receiver already on the port would silently take a
+# share of the connections, and with it of the load and of the counts.
+for p in $sink_port 18991 18992 18997 18998 19002; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is in use (an earlier run's OTLP sink or service?); stop it first" >&2
+    exit 1
+  fi
+done
 "$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$work/sink.log" 2>&1 &
 sink_pid=$!
 pids+=($sink_pid)
