@@ -1095,19 +1095,22 @@ mod tests {
         assert_eq!(k.1, 1, "and the exporter shut down");
     }
 
+    /// Records the size of every exported batch.
+    #[derive(Clone, Default)]
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+
+    impl BatchExport for Sizes {
+        fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().push(batch.len());
+            Ok(())
+        }
+        fn shutdown(&self) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
     #[test]
     fn large_backlogs_are_exported_in_bounded_batches() {
-        #[derive(Clone, Default)]
-        struct Sizes(Arc<Mutex<Vec<usize>>>);
-        impl BatchExport for Sizes {
-            fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-                self.0.lock().unwrap().push(batch.len());
-                Ok(())
-            }
-            fn shutdown(&self) -> OTelSdkResult {
-                Ok(())
-            }
-        }
         let sizes = Sizes::default();
         let r = Recorder::new(
             sinks(Box::new(sizes.clone())),
@@ -1126,17 +1129,6 @@ mod tests {
 
     #[test]
     fn the_batch_size_variable_bounds_sdk_exports_too() {
-        #[derive(Clone, Default)]
-        struct Sizes(Arc<Mutex<Vec<usize>>>);
-        impl BatchExport for Sizes {
-            fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-                self.0.lock().unwrap().push(batch.len());
-                Ok(())
-            }
-            fn shutdown(&self) -> OTelSdkResult {
-                Ok(())
-            }
-        }
         let sizes = Sizes::default();
         let mut sinks = sinks(Box::new(sizes.clone()));
         sinks.spans.as_mut().unwrap().batching.max_items = Some(10);
