@@ -327,7 +327,7 @@ pub fn request_spans(
             p.error.as_deref(),
         ));
     }
-    let client = rec.client.map(|c| c.to_string());
+    let client = rec.client.map(ClientAddress::new);
     let mut attributes = [
         ("http.request.method", Attr::Str(rec.method)),
         ("http.route", Attr::Str(rec.route)),
@@ -342,7 +342,7 @@ pub fn request_spans(
     ];
     let n = match &client {
         Some(c) => {
-            attributes[6].1 = Attr::Str(c);
+            attributes[6].1 = Attr::Str(c.as_str());
             7
         }
         None => 6,
@@ -365,6 +365,48 @@ pub fn request_spans(
     server.parent_remote = rec.parent.is_some();
     server.extra = &d.attributes;
     f(&server);
+}
+
+/// `client.address` as text. IPv4 is written on the stack: `Display` took a fifth of the
+/// recorder's instructions (the formatting machinery and a `String` grown piece by piece).
+enum ClientAddress {
+    V4([u8; 15], usize),
+    Other(String),
+}
+
+impl ClientAddress {
+    fn new(ip: IpAddr) -> Self {
+        let IpAddr::V4(v4) = ip else {
+            return ClientAddress::Other(ip.to_string());
+        };
+        let mut buf = [0u8; 15];
+        let mut n = 0;
+        for (i, o) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[n] = b'.';
+                n += 1;
+            }
+            if o >= 100 {
+                buf[n] = b'0' + o / 100;
+                n += 1;
+            }
+            if o >= 10 {
+                buf[n] = b'0' + o / 10 % 10;
+                n += 1;
+            }
+            buf[n] = b'0' + o % 10;
+            n += 1;
+        }
+        ClientAddress::V4(buf, n)
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Only ASCII digits and dots were written.
+            ClientAddress::V4(buf, n) => std::str::from_utf8(&buf[..*n]).unwrap_or_default(),
+            ClientAddress::Other(s) => s,
+        }
+    }
 }
 
 /// The SDK's span data for one span.
@@ -894,6 +936,25 @@ mod tests {
             .iter()
             .find(|kv| kv.key.as_str() == key)
             .map(|kv| kv.value.clone())
+    }
+
+    #[test]
+    fn client_addresses_read_as_display_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "10.244.0.17",
+            "127.0.0.1",
+            "192.168.100.255",
+            "255.255.255.255",
+            "::1",
+            "fd00:10:244::1a",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ClientAddress::new(ip).as_str(), ip.to_string());
+        }
     }
 
     fn always() -> Sampler {
