@@ -138,7 +138,14 @@ pub fn target(
 
 // ---- protobuf wire format ----
 
+// The writers below are inlined so constant field numbers and lengths fold into single
+// bytes: as calls they were most of the recorder's instructions.
+#[inline(always)]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
+    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -155,10 +162,12 @@ const FIXED64: u32 = 1;
 const LEN: u32 = 2;
 const FIXED32: u32 = 5;
 
+#[inline(always)]
 fn key(out: &mut Vec<u8>, field: u32, wire: u32) {
     varint(out, u64::from(field << 3 | wire));
 }
 
+#[inline(always)]
 fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     key(out, field, LEN);
     varint(out, b.len() as u64);
@@ -166,12 +175,14 @@ fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
 }
 
 /// A string field, left out when empty (proto3 default).
+#[inline(always)]
 fn string(out: &mut Vec<u8>, field: u32, s: &str) {
     if !s.is_empty() {
         bytes(out, field, s.as_bytes());
     }
 }
 
+#[inline(always)]
 fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         key(out, field, FIXED64);
@@ -179,6 +190,7 @@ fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
+#[inline(always)]
 fn fixed32(out: &mut Vec<u8>, field: u32, v: u32) {
     if v != 0 {
         key(out, field, FIXED32);
@@ -186,6 +198,7 @@ fn fixed32(out: &mut Vec<u8>, field: u32, v: u32) {
     }
 }
 
+#[inline(always)]
 fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         key(out, field, VARINT);
@@ -208,6 +221,7 @@ enum Scalar<'a> {
 }
 
 impl Scalar<'_> {
+    #[inline(always)]
     fn len(&self) -> usize {
         match self {
             Scalar::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
@@ -216,6 +230,7 @@ impl Scalar<'_> {
             Scalar::Double(_) => 9,
         }
     }
+    #[inline(always)]
     fn write(&self, out: &mut Vec<u8>) {
         // AnyValue: 1 string, 2 bool, 3 int, 4 double; a oneof is written even when zero.
         match self {
@@ -272,6 +287,7 @@ fn any_value(out: &mut Vec<u8>, v: &Value) {
 }
 
 /// A `KeyValue` holding a scalar, as field `field`, written without a scratch buffer.
+#[inline(always)]
 fn scalar_key_value(out: &mut Vec<u8>, field: u32, k: &str, s: Scalar<'_>) {
     let value_len = s.len();
     let len = field_len(k.len()) + field_len(value_len);
@@ -364,6 +380,7 @@ fn span_flags(trace_flags: u8, parent_is_remote: bool) -> u32 {
     u32::from(trace_flags) | 0x100 | if parent_is_remote { 0x200 } else { 0 }
 }
 
+#[inline(always)]
 fn attr(out: &mut Vec<u8>, field: u32, k: &str, a: &Attr<'_>) {
     match a {
         Attr::Str(s) => scalar_key_value(out, field, k, Scalar::Str(s)),
