@@ -85,7 +85,7 @@ pub struct RequestRecord {
     /// `http.route`.
     pub route: &'static str,
     /// `url.path`.
-    pub path: String,
+    pub path: Cow<'static, str>,
     /// The request id.
     pub request_id: String,
     /// `client.address`.
@@ -602,7 +602,7 @@ pub(crate) fn fill_access_record(
         ("request.id", AnyValue::from(rec.request_id.clone())),
         ("http.request.method", rec.method.into()),
         ("http.route", rec.route.into()),
-        ("url.path", rec.path.clone().into()),
+        ("url.path", rec.path.to_string().into()),
         ("http.response.status_code", i64::from(rec.status).into()),
         ("latency_ms", (rec.duration.as_secs_f64() * 1000.0).into()),
     ]);
