@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+
 use opentelemetry::trace::{SpanId, SpanKind};
 use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
@@ -469,11 +471,13 @@ pub const BATCH_BYTES: usize = 256 * 1024;
 pub const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024;
 
 /// Items of one signal encoded since the last export, each already framed as a repeated
-/// field of the scope message. The buffer is reused: encoding allocates nothing once it has
-/// grown, and an export allocates only its request.
+/// field of the scope message. The batch buffer keeps room at its front for the request's
+/// header (the resource and scope, learned from the previous export), so a full batch becomes
+/// the request without being copied; the next batch gets a new buffer of the batch size.
 #[derive(Debug, Default)]
 pub struct Pending {
     buf: Vec<u8>,
+    room: usize,
     items: usize,
     since: Option<Instant>,
 }
@@ -485,11 +489,19 @@ fn field_len(n: usize) -> usize {
 
 impl Pending {
     fn push(&mut self, item: &[u8]) {
-        if self.since.is_none() {
+        if self.items == 0 {
             self.since = Some(Instant::now());
+            self.buf.clear();
+            self.buf.reserve(self.room + BATCH_BYTES + BATCH_BYTES / 8);
+            self.buf.resize(self.room, 0);
         }
         bytes(&mut self.buf, 2, item);
         self.items += 1;
+    }
+
+    /// Bytes of encoded items.
+    fn used(&self) -> usize {
+        self.buf.len().saturating_sub(self.room)
     }
 
     /// Items waiting.
@@ -506,8 +518,8 @@ impl Pending {
     /// else [`BATCH_BYTES`].
     pub fn full(&self, max_items: Option<usize>) -> bool {
         match max_items {
-            Some(n) => self.items >= n || self.buf.len() >= MAX_BATCH_BYTES,
-            None => self.buf.len() >= BATCH_BYTES,
+            Some(n) => self.items >= n || self.used() >= MAX_BATCH_BYTES,
+            None => self.used() >= BATCH_BYTES,
         }
     }
 
@@ -524,30 +536,47 @@ impl Pending {
         &mut self,
         resource: &EncodedResource,
         scope: &EncodedScope,
-    ) -> Option<(Vec<u8>, usize)> {
+    ) -> Option<(Bytes, usize)> {
         if self.items == 0 {
             return None;
         }
+        let items = self.used();
         let opt = |s: &str| if s.is_empty() { 0 } else { field_len(s.len()) };
-        let scoped = field_len(scope.body.len()) + self.buf.len() + opt(&scope.schema_url);
+        let scoped = field_len(scope.body.len()) + items + opt(&scope.schema_url);
         let resourced =
             field_len(resource.body.len()) + field_len(scoped) + opt(&resource.schema_url);
-        let mut out = Vec::with_capacity(field_len(resourced));
-        key(&mut out, 1, LEN);
-        varint(&mut out, resourced as u64);
-        bytes(&mut out, 1, &resource.body);
-        key(&mut out, 2, LEN);
-        varint(&mut out, scoped as u64);
-        bytes(&mut out, 1, &scope.body);
-        out.extend_from_slice(&self.buf);
-        string(&mut out, 3, &scope.schema_url);
-        string(&mut out, 3, &resource.schema_url);
-        debug_assert_eq!(out.len(), out.capacity());
+        // Two tags and two lengths of at most five bytes each, then the resource and the scope.
+        let mut head =
+            Vec::with_capacity(12 + field_len(resource.body.len()) + field_len(scope.body.len()));
+        key(&mut head, 1, LEN);
+        varint(&mut head, resourced as u64);
+        bytes(&mut head, 1, &resource.body);
+        key(&mut head, 2, LEN);
+        varint(&mut head, scoped as u64);
+        bytes(&mut head, 1, &scope.body);
+        let body = if head.len() <= self.room {
+            let start = self.room - head.len();
+            self.buf[start..self.room].copy_from_slice(&head);
+            string(&mut self.buf, 3, &scope.schema_url);
+            string(&mut self.buf, 3, &resource.schema_url);
+            Bytes::from(std::mem::take(&mut self.buf)).slice(start..)
+        } else {
+            // The first batch, or a header that outgrew its room: copied once.
+            let mut out = Vec::with_capacity(field_len(resourced));
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&self.buf[self.room..]);
+            string(&mut out, 3, &scope.schema_url);
+            string(&mut out, 3, &resource.schema_url);
+            debug_assert_eq!(out.len(), out.capacity());
+            self.buf.clear();
+            Bytes::from(out)
+        };
+        debug_assert_eq!(body.len(), field_len(resourced));
+        self.room = head.len();
         let n = self.items;
-        self.buf.clear();
         self.items = 0;
         self.since = None;
-        Some((out, n))
+        Some((body, n))
     }
 }
 
@@ -588,7 +617,7 @@ struct Raw {
 }
 
 impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
+    type Encode = Bytes;
     type Decode = ();
     type Encoder = Raw;
     type Decoder = Raw;
@@ -601,11 +630,11 @@ impl tonic::codec::Codec for Raw {
 }
 
 impl tonic::codec::Encoder for Raw {
-    type Item = Vec<u8>;
+    type Item = Bytes;
     type Error = tonic::Status;
     fn encode(
         &mut self,
-        item: Vec<u8>,
+        item: Bytes,
         dst: &mut tonic::codec::EncodeBuf<'_>,
     ) -> Result<(), tonic::Status> {
         bytes::BufMut::put_slice(dst, &item);
@@ -710,7 +739,7 @@ impl Sender {
     /// export runtime, with at most [`IN_FLIGHT`] requests on the wire (this waits for a
     /// slot); over HTTP this waits for the reply. Call it from a plain thread, not from a
     /// runtime worker.
-    pub fn send(&self, body: Vec<u8>, failed: impl FnOnce(String) + Send + 'static) {
+    pub fn send(&self, body: Bytes, failed: impl FnOnce(String) + Send + 'static) {
         match &self.transport {
             Transport::Grpc {
                 channel,
@@ -758,7 +787,7 @@ impl Sender {
         &self,
         client: &std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
         headers: &reqwest::header::HeaderMap,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> Result<(), String> {
         // The blocking client runs a runtime of its own: it is built on the first export, on
         // the recorder's thread, never inside the service's runtime.
@@ -1035,7 +1064,7 @@ mod tests {
                     .take(&(&r).into(), &(&shape.scope).into())
                     .is_none()
         );
-        let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).unwrap();
+        let decoded = ExportTraceServiceRequest::decode(&ours[..]).unwrap();
         let reference = ExportTraceServiceRequest {
             resource_spans:
                 opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
@@ -1087,9 +1116,49 @@ mod tests {
             .unwrap();
         assert_eq!(n, 2);
         assert_eq!(
-            ExportLogsServiceRequest::decode(ours.as_slice()).unwrap(),
+            ExportLogsServiceRequest::decode(&ours[..]).unwrap(),
             reference
         );
+    }
+
+    #[test]
+    fn later_batches_are_framed_in_place_and_read_the_same() {
+        let shape = SpanShape {
+            scope: InstrumentationScope::builder("inference-app")
+                .with_schema_url("https://opentelemetry.io/schemas/1.27.0")
+                .build(),
+            model: ["house-price".into(), "1.0.0".into()],
+        };
+        let r = resource();
+        let (res, scope) = (EncodedResource::from(&r), EncodedScope::from(&shape.scope));
+        let rec = record();
+        let d = decide(&Sampler::AlwaysOn, &rec);
+        let mut enc = Encoder::default();
+        let batch = |enc: &mut Encoder, n: usize| {
+            for _ in 0..n {
+                request_spans(&rec, &d, &shape, ids(), |v| enc.span(v));
+            }
+            enc.spans.take(&res, &scope).unwrap()
+        };
+        let (first, _) = batch(&mut enc, 3);
+        let (second, _) = batch(&mut enc, 3);
+        assert_eq!(
+            first, second,
+            "the copied first batch and the in-place second agree"
+        );
+        let (third, n) = batch(&mut enc, 1);
+        let decoded = ExportTraceServiceRequest::decode(&third[..]).unwrap();
+        let sdk = spans(&rec, &d, &shape, ids());
+        assert_eq!(n, sdk.len());
+        let reference = ExportTraceServiceRequest {
+            resource_spans:
+                opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
+                    sdk,
+                    &ResourceAttributesWithSchema::from(&r),
+                ),
+        };
+        assert_eq!(decoded, reference);
+        assert_eq!(third, reference.encode_to_vec(), "byte for byte");
     }
 
     #[test]
@@ -1121,7 +1190,7 @@ mod tests {
             .unwrap();
         assert_eq!(n, requests * 4);
         assert!(body.len() >= BATCH_BYTES && body.len() < BATCH_BYTES + 1024);
-        let decoded = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        let decoded = ExportTraceServiceRequest::decode(&body[..]).unwrap();
         assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), n);
         assert!(
             !enc.spans.full(None) && !enc.spans.due(Instant::now() + delay, delay),
