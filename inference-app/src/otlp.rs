@@ -2,10 +2,11 @@
 //! records into protobuf bytes and sent over OTLP/gRPC or OTLP/HTTP. The SDK's path builds span
 //! data per span, copies it into the generated protobuf structs (a `String` per attribute key,
 //! a hash map per batch) and then encodes those; here each span is written once, into a batch
-//! buffer that is reused. The bytes are the same message, which a test checks against the SDK's
-//! own transform. Endpoint, headers and timeout come from the standard `OTEL_EXPORTER_OTLP_*`
-//! variables. Configurations this module does not handle (TLS, client certificates,
-//! compression) are reported by [`target`] so the caller can use the SDK's exporter instead.
+//! buffer that becomes the export request. The bytes are the same message, which a test checks
+//! against the SDK's own transform. Endpoint, headers and timeout come from the standard
+//! `OTEL_EXPORTER_OTLP_*` variables. Configurations this module does not handle (TLS, client
+//! certificates, compression) are reported by [`target`] so the caller can use the SDK's
+//! exporter instead.
 
 use std::time::{Duration, Instant, SystemTime};
 
