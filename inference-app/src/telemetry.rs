@@ -92,7 +92,7 @@ pub struct Batching {
     /// spans is 5 s, which is long to wait for a trace).
     pub delay: Duration,
     /// Items per export. Unset, a batch of this app's OTLP encoder is full at
-    /// `otlp::BATCH_BYTES` (about 1,600 spans).
+    /// `otlp::BATCH_BYTES` (about 800 spans).
     pub max_items: Option<usize>,
 }
 
