@@ -688,9 +688,25 @@ async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
     let status = op.stop()?;
     assert!(status.success(), "SIGTERM is a clean exit, got {status}");
 
+    // What a write by kotel would change: the spec (generation) or kotel's managed-fields
+    // entry. Not the resourceVersion: the controller-manager may still be writing status and
+    // the revision annotation of the Deployments it has just rolled.
     let versions = |ds: Vec<Deployment>| {
         ds.into_iter()
-            .map(|d| (d.name_any(), d.resource_version()))
+            .map(|d| {
+                let kotel: Vec<_> = d
+                    .managed_fields()
+                    .iter()
+                    .filter(|m| m.manager.as_deref() == Some("kotel"))
+                    .cloned()
+                    .collect();
+                assert!(
+                    !kotel.is_empty(),
+                    "kotel manages fields of {}",
+                    d.name_any()
+                );
+                (d.name_any(), d.metadata.generation, kotel)
+            })
             .collect::<Vec<_>>()
     };
     let api: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -724,7 +740,7 @@ async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
         "no new Event"
     );
     let after = versions(api.list(&Default::default()).await?.items);
-    assert_eq!(before, after, "no Deployment changed");
+    assert_eq!(before, after, "no Deployment written");
     assert_eq!(
         inst.get("otel").await?.resource_version(),
         inst_rv,
