@@ -555,23 +555,21 @@ impl Pending {
         key(&mut head, 2, LEN);
         varint(&mut head, scoped as u64);
         bytes(&mut head, 1, &scope.body);
-        let body = if head.len() <= self.room {
+        let start = if head.len() <= self.room {
             let start = self.room - head.len();
             self.buf[start..self.room].copy_from_slice(&head);
-            string(&mut self.buf, 3, &scope.schema_url);
-            string(&mut self.buf, 3, &resource.schema_url);
-            Bytes::from(std::mem::take(&mut self.buf)).slice(start..)
+            start
         } else {
             // The first batch, or a header that outgrew its room: copied once.
             let mut out = Vec::with_capacity(field_len(resourced));
             out.extend_from_slice(&head);
             out.extend_from_slice(&self.buf[self.room..]);
-            string(&mut out, 3, &scope.schema_url);
-            string(&mut out, 3, &resource.schema_url);
-            debug_assert_eq!(out.len(), out.capacity());
-            self.buf.clear();
-            Bytes::from(out)
+            self.buf = out;
+            0
         };
+        string(&mut self.buf, 3, &scope.schema_url);
+        string(&mut self.buf, 3, &resource.schema_url);
+        let body = Bytes::from(std::mem::take(&mut self.buf)).slice(start..);
         debug_assert_eq!(body.len(), field_len(resourced));
         self.room = head.len();
         let n = self.items;
@@ -1028,6 +1026,20 @@ mod tests {
         }
     }
 
+    /// The SDK's own export request for `spans` of resource `r`.
+    fn sdk_request(
+        spans: Vec<opentelemetry_sdk::trace::SpanData>,
+        r: &Resource,
+    ) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans:
+                opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
+                    spans,
+                    &ResourceAttributesWithSchema::from(r),
+                ),
+        }
+    }
+
     #[test]
     fn spans_encode_to_the_same_message_as_the_sdk_exporter() {
         let shape = SpanShape {
@@ -1066,13 +1078,7 @@ mod tests {
                     .is_none()
         );
         let decoded = ExportTraceServiceRequest::decode(&ours[..]).unwrap();
-        let reference = ExportTraceServiceRequest {
-            resource_spans:
-                opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
-                    sdk,
-                    &ResourceAttributesWithSchema::from(&r),
-                ),
-        };
+        let reference = sdk_request(sdk, &r);
         assert_eq!(decoded, reference);
         assert_eq!(
             ours,
@@ -1151,13 +1157,7 @@ mod tests {
         let decoded = ExportTraceServiceRequest::decode(&third[..]).unwrap();
         let sdk = spans(&rec, &d, &shape, ids());
         assert_eq!(n, sdk.len());
-        let reference = ExportTraceServiceRequest {
-            resource_spans:
-                opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope(
-                    sdk,
-                    &ResourceAttributesWithSchema::from(&r),
-                ),
-        };
+        let reference = sdk_request(sdk, &r);
         assert_eq!(decoded, reference);
         assert_eq!(third, reference.encode_to_vec(), "byte for byte");
     }
