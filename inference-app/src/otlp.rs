@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use opentelemetry::trace::{SpanId, SpanKind};
+use opentelemetry::trace::{SpanId, SpanKind, TraceState};
 use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
 
@@ -396,7 +396,10 @@ fn attr(out: &mut Vec<u8>, field: u32, k: &str, a: &Attr<'_>) {
 fn span(out: &mut Vec<u8>, v: &SpanView<'_>) {
     bytes(out, 1, &v.trace_id.to_bytes());
     bytes(out, 2, &v.span_id.to_bytes());
-    string(out, 3, &v.state.header());
+    // Most requests carry no trace state: skip building its header string.
+    if *v.state != TraceState::NONE {
+        string(out, 3, &v.state.header());
+    }
     if v.parent_id != SpanId::INVALID {
         bytes(out, 4, &v.parent_id.to_bytes());
     }
@@ -489,14 +492,40 @@ fn field_len(n: usize) -> usize {
 }
 
 impl Pending {
-    fn push(&mut self, item: &[u8]) {
+    /// Starts an item in place: its tag and two bytes held for its length (items are 80 to
+    /// 300 bytes). Returns where its body starts, for [`Pending::close`].
+    fn open(&mut self) -> usize {
         if self.items == 0 {
             self.since = Some(Instant::now());
             self.buf.clear();
             self.buf.reserve(self.room + BATCH_BYTES + BATCH_BYTES / 8);
             self.buf.resize(self.room, 0);
         }
-        bytes(&mut self.buf, 2, item);
+        key(&mut self.buf, 2, LEN);
+        self.buf.extend_from_slice(&[0, 0]);
+        self.buf.len()
+    }
+
+    /// Ends the item whose body starts at `start`: writes its length, moving the body when
+    /// the length takes other than two bytes (a protobuf varint has one shortest form).
+    fn close(&mut self, start: usize) {
+        let n = self.buf.len() - start;
+        match n {
+            0..0x80 => {
+                self.buf[start - 2] = n as u8;
+                self.buf.copy_within(start.., start - 1);
+                self.buf.pop();
+            }
+            0x80..0x4000 => {
+                self.buf[start - 2] = (n as u8) | 0x80;
+                self.buf[start - 1] = (n >> 7) as u8;
+            }
+            _ => {
+                let mut len = Vec::with_capacity(5);
+                varint(&mut len, n as u64);
+                self.buf.splice(start - 2..start, len);
+            }
+        }
         self.items += 1;
     }
 
@@ -532,23 +561,28 @@ impl Pending {
 
     /// The export request holding everything waiting (an `ExportTraceServiceRequest` or
     /// `ExportLogsServiceRequest`: both nest resource, scope and items under the same field
-    /// numbers) and how many items it has; `None` when nothing waits.
+    /// numbers); `None` when nothing waits.
     pub fn take(
         &mut self,
         resource: &EncodedResource,
         scope: &EncodedScope,
-    ) -> Option<(Bytes, usize)> {
+    ) -> Option<ExportRequest> {
         if self.items == 0 {
             return None;
         }
-        let items = self.used();
+        let used = self.used();
         let opt = |s: &str| if s.is_empty() { 0 } else { field_len(s.len()) };
-        let scoped = field_len(scope.body.len()) + items + opt(&scope.schema_url);
+        let scoped = field_len(scope.body.len()) + used + opt(&scope.schema_url);
         let resourced =
             field_len(resource.body.len()) + field_len(scoped) + opt(&resource.schema_url);
-        // Two tags and two lengths of at most five bytes each, then the resource and the scope.
-        let mut head =
-            Vec::with_capacity(12 + field_len(resource.body.len()) + field_len(scope.body.len()));
+        let message = field_len(resourced);
+        // gRPC's prefix, two tags and two lengths of at most five bytes each, then the
+        // resource and the scope.
+        let mut head = Vec::with_capacity(
+            GRPC_PREFIX + 12 + field_len(resource.body.len()) + field_len(scope.body.len()),
+        );
+        head.push(0); // not compressed
+        head.extend_from_slice(&u32::try_from(message).unwrap_or(u32::MAX).to_be_bytes());
         key(&mut head, 1, LEN);
         varint(&mut head, resourced as u64);
         bytes(&mut head, 1, &resource.body);
@@ -561,7 +595,7 @@ impl Pending {
             start
         } else {
             // The first batch, or a header that outgrew its room: copied once.
-            let mut out = Vec::with_capacity(field_len(resourced));
+            let mut out = Vec::with_capacity(GRPC_PREFIX + message);
             out.extend_from_slice(&head);
             out.extend_from_slice(&self.buf[self.room..]);
             self.buf = out;
@@ -569,13 +603,32 @@ impl Pending {
         };
         string(&mut self.buf, 3, &scope.schema_url);
         string(&mut self.buf, 3, &resource.schema_url);
-        let body = Bytes::from(std::mem::take(&mut self.buf)).slice(start..);
-        debug_assert_eq!(body.len(), field_len(resourced));
+        let framed = Bytes::from(std::mem::take(&mut self.buf)).slice(start..);
+        debug_assert_eq!(framed.len(), GRPC_PREFIX + message);
         self.room = head.len();
-        let n = self.items;
+        let items = self.items;
         self.items = 0;
         self.since = None;
-        Some((body, n))
+        Some(ExportRequest { framed, items })
+    }
+}
+
+/// gRPC's message prefix: a compression flag and the message's length (big-endian).
+const GRPC_PREFIX: usize = 5;
+
+/// One encoded export request, behind gRPC's message prefix so that it goes on the wire
+/// without another copy.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    framed: Bytes,
+    /// Spans or log records in it.
+    pub items: usize,
+}
+
+impl ExportRequest {
+    /// The protobuf message alone (OTLP/HTTP's body).
+    pub fn message(&self) -> Bytes {
+        self.framed.slice(GRPC_PREFIX..)
     }
 }
 
@@ -586,83 +639,32 @@ pub struct Encoder {
     pub spans: Pending,
     /// Access records.
     pub logs: Pending,
-    item: Vec<u8>,
 }
 
 impl Encoder {
     /// Adds one span.
     pub fn span(&mut self, v: &SpanView<'_>) {
-        self.item.clear();
-        span(&mut self.item, v);
-        self.spans.push(&self.item);
+        let start = self.spans.open();
+        span(&mut self.spans.buf, v);
+        self.spans.close(start);
     }
 
     /// Adds the access record of one request.
     pub fn access_log(&mut self, rec: &RequestRecord, flags: u8) {
-        self.item.clear();
-        access_log(&mut self.item, rec, flags);
-        self.logs.push(&self.item);
+        let start = self.logs.open();
+        access_log(&mut self.logs.buf, rec, flags);
+        self.logs.close(start);
     }
 }
 
 // ---- transports ----
 
-/// tonic's codec for bytes that are already a protobuf message; the reply is not read.
-/// `size` is the message's: tonic's buffer starts that large instead of growing from 8 KiB
-/// through a chain of copies.
-#[derive(Clone, Copy, Default)]
-struct Raw {
-    size: usize,
-}
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Bytes;
-    type Decode = ();
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        *self
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw::default()
-    }
-}
-
-impl tonic::codec::Encoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
-        // The 5-byte gRPC frame header comes first; the yield threshold is tonic's default.
-        tonic::codec::BufferSettings::new((self.size + 5).max(8 * 1024), 32 * 1024)
-    }
-}
-
-impl tonic::codec::Decoder for Raw {
-    type Item = ();
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<()>, tonic::Status> {
-        let n = bytes::Buf::remaining(src);
-        bytes::Buf::advance(src, n);
-        Ok(Some(()))
-    }
-}
-
 enum Transport {
     Grpc {
         channel: tonic::transport::Channel,
         path: http::uri::PathAndQuery,
-        metadata: tonic::metadata::MetadataMap,
+        /// gRPC's own headers and the configured ones.
+        headers: http::HeaderMap,
         runtime: tokio::runtime::Handle,
     },
     Http {
@@ -693,17 +695,23 @@ impl Sender {
                     .timeout(target.timeout)
                     .connect_timeout(target.timeout)
                     .connect_lazy();
-                let mut metadata = tonic::metadata::MetadataMap::new();
+                let mut headers = http::HeaderMap::new();
                 for (k, v) in &target.headers {
-                    let k = tonic::metadata::MetadataKey::from_bytes(k.as_bytes())
+                    let name = http::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|e| format!("header {k}: {e}"))?;
-                    let v = v.parse().map_err(|e| format!("header {k}: {e}"))?;
-                    metadata.insert(k, v);
+                    let value =
+                        http::HeaderValue::from_str(v).map_err(|e| format!("header {k}: {e}"))?;
+                    headers.insert(name, value);
                 }
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
                 Transport::Grpc {
                     channel,
                     path: http::uri::PathAndQuery::from_static(signal.grpc_path()),
-                    metadata,
+                    headers,
                     runtime: tokio::runtime::Handle::try_current()
                         .map_err(|_| "OTLP/gRPC needs a tokio runtime".to_string())?,
                 }
@@ -738,43 +746,40 @@ impl Sender {
     /// export runtime, with at most [`IN_FLIGHT`] requests on the wire (this waits for a
     /// slot); over HTTP this waits for the reply. Call it from a plain thread, not from a
     /// runtime worker.
-    pub fn send(&self, body: Bytes, failed: impl FnOnce(String) + Send + 'static) {
+    pub fn send(&self, req: ExportRequest, failed: impl FnOnce(String) + Send + 'static) {
         match &self.transport {
             Transport::Grpc {
                 channel,
                 path,
-                metadata,
+                headers,
                 runtime,
             } => {
                 let Ok(slot) = runtime.block_on(self.in_flight.clone().acquire_owned()) else {
                     return failed("the exporter is closed".into());
                 };
-                let mut grpc = tonic::client::Grpc::new(channel.clone());
-                let codec = Raw { size: body.len() };
-                let mut req = tonic::Request::new(body);
-                *req.metadata_mut() = metadata.clone();
-                let (timeout, url, path) =
-                    (self.target.timeout, self.target.url.clone(), path.clone());
+                let mut call = http::Request::new(tonic::body::Body::new(
+                    http_body_util::Full::new(req.framed),
+                ));
+                *call.method_mut() = http::Method::POST;
+                *call.uri_mut() = http::Uri::from(path.clone());
+                *call.headers_mut() = headers.clone();
+                let (timeout, url, channel) = (
+                    self.target.timeout,
+                    self.target.url.clone(),
+                    channel.clone(),
+                );
                 runtime.spawn(async move {
-                    let sent = tokio::time::timeout(timeout, async {
-                        grpc.ready()
-                            .await
-                            .map_err(|e| format!("OTLP/gRPC {url}: {e}"))?;
-                        grpc.unary(req, path, codec)
-                            .await
-                            .map(|_| ())
-                            .map_err(|s| format!("OTLP/gRPC {url}: {}", s.message()))
-                    })
-                    .await
-                    .unwrap_or_else(|_| Err(format!("OTLP/gRPC {url}: timed out")));
+                    let sent = tokio::time::timeout(timeout, unary(channel, call))
+                        .await
+                        .unwrap_or_else(|_| Err("timed out".into()));
                     drop(slot);
                     if let Err(e) = sent {
-                        failed(e);
+                        failed(format!("OTLP/gRPC {url}: {e}"));
                     }
                 });
             }
             Transport::Http { client, headers } => {
-                if let Err(e) = self.post(client, headers, body) {
+                if let Err(e) = self.post(client, headers, req.message()) {
                     failed(e);
                 }
             }
@@ -817,6 +822,59 @@ impl Sender {
         if let Transport::Grpc { runtime, .. } = &self.transport {
             let _ = runtime.block_on(self.in_flight.acquire_many(IN_FLIGHT as u32));
         }
+    }
+}
+
+/// One unary gRPC call whose body is already framed, on tonic's channel (which connects,
+/// reconnects and adds the origin); tonic's own client would copy the body into its encode
+/// buffer first. The reply's message is not read, only its status.
+async fn unary(
+    mut channel: tonic::transport::Channel,
+    call: http::Request<tonic::body::Body>,
+) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    use tonic::codegen::Service;
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = channel.call(call).await.map_err(|e| e.to_string())?;
+    if reply.status() != http::StatusCode::OK {
+        return Err(format!("HTTP status {}", reply.status()));
+    }
+    // A reply without a message carries its status in the headers ("trailers-only").
+    if reply.headers().contains_key("grpc-status") {
+        return grpc_status(reply.headers());
+    }
+    let trailers = reply
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .trailers()
+        .cloned()
+        .unwrap_or_default();
+    grpc_status(&trailers)
+}
+
+/// `Ok` for `grpc-status: 0`, else the status and its message.
+fn grpc_status(h: &http::HeaderMap) -> Result<(), String> {
+    match h.get("grpc-status").map(|v| v.as_bytes()) {
+        Some(b"0") => Ok(()),
+        Some(code) => {
+            let message = h
+                .get("grpc-message")
+                .map(|m| {
+                    percent_encoding::percent_decode(m.as_bytes())
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .unwrap_or_default();
+            Err(format!(
+                "gRPC status {}: {message}",
+                String::from_utf8_lossy(code)
+            ))
+        }
+        None => Err("the reply has no grpc-status".into()),
     }
 }
 
@@ -1062,14 +1120,21 @@ mod tests {
         assert_eq!(sdk.len(), 7);
         assert_eq!(enc.spans.len(), 7);
         let r = resource();
-        let (ours, n) = enc
+        let req = enc
             .spans
             .take(
                 &EncodedResource::from(&r),
                 &EncodedScope::from(&shape.scope),
             )
             .unwrap();
-        assert_eq!(n, 7);
+        assert_eq!(req.items, 7);
+        let ours = req.message();
+        assert_eq!(req.framed[0], 0, "gRPC prefix: not compressed");
+        assert_eq!(
+            req.framed[1..GRPC_PREFIX],
+            u32::try_from(ours.len()).unwrap().to_be_bytes(),
+            "gRPC prefix: the message's length"
+        );
         assert!(
             enc.spans.is_empty()
                 && enc
@@ -1117,11 +1182,12 @@ mod tests {
         for rec in &recs {
             enc.access_log(rec, TraceFlags::SAMPLED.to_u8());
         }
-        let (ours, n) = enc
+        let req = enc
             .logs
             .take(&EncodedResource::from(&r), &EncodedScope::named("access"))
             .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(req.items, 2);
+        let ours = req.message();
         assert_eq!(
             ExportLogsServiceRequest::decode(&ours[..]).unwrap(),
             reference
@@ -1147,13 +1213,15 @@ mod tests {
             }
             enc.spans.take(&res, &scope).unwrap()
         };
-        let (first, _) = batch(&mut enc, 3);
-        let (second, _) = batch(&mut enc, 3);
+        let first = batch(&mut enc, 3).framed;
+        let second = batch(&mut enc, 3).framed;
         assert_eq!(
             first, second,
-            "the copied first batch and the in-place second agree"
+            "the copied first batch and the in-place second agree, gRPC prefix included"
         );
-        let (third, n) = batch(&mut enc, 1);
+        let third = batch(&mut enc, 1);
+        let n = third.items;
+        let third = third.message();
         let decoded = ExportTraceServiceRequest::decode(&third[..]).unwrap();
         let sdk = spans(&rec, &d, &shape, ids());
         assert_eq!(n, sdk.len());
@@ -1185,10 +1253,11 @@ mod tests {
         let delay = Duration::from_secs(1);
         assert!(!enc.spans.due(t0, delay));
         assert!(enc.spans.due(Instant::now() + delay, delay));
-        let (body, n) = enc
+        let req = enc
             .spans
             .take(&EncodedResource::default(), &(&shape.scope).into())
             .unwrap();
+        let (body, n) = (req.message(), req.items);
         assert_eq!(n, requests * 4);
         assert!(body.len() >= BATCH_BYTES && body.len() < BATCH_BYTES + 1024);
         let decoded = ExportTraceServiceRequest::decode(&body[..]).unwrap();
@@ -1201,6 +1270,145 @@ mod tests {
         assert!(
             !enc.spans.full(Some(5)) && enc.spans.full(Some(4)),
             "by count when asked"
+        );
+    }
+
+    /// A request a receiver got, with its `x-tenant` header.
+    type Received = (ExportTraceServiceRequest, Option<String>);
+
+    /// An OTLP/gRPC trace receiver that keeps what it gets, or refuses it.
+    #[derive(Clone, Default)]
+    struct Receiver {
+        got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+        refuse: bool,
+    }
+
+    #[tonic::async_trait]
+    impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+        for Receiver
+    {
+        async fn export(
+            &self,
+            r: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<
+            tonic::Response<
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+            >,
+            tonic::Status,
+        > {
+            if self.refuse {
+                return Err(tonic::Status::resource_exhausted("queue full; retry later"));
+            }
+            let tenant = r
+                .metadata()
+                .get("x-tenant")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            self.got.lock().unwrap().push((r.into_inner(), tenant));
+            Ok(tonic::Response::new(Default::default()))
+        }
+    }
+
+    /// Sends one batch of spans to a receiver over gRPC; returns what it kept and why the
+    /// export failed, if it did.
+    fn grpc_round_trip(receiver: Receiver) -> (Vec<Received>, Option<String>, ExportRequest) {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve(addr);
+        rt.spawn(server);
+        while std::net::TcpStream::connect(addr).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sender = {
+            let _in_runtime = rt.enter();
+            Sender::new(
+                Signal::Traces,
+                Target {
+                    protocol: Protocol::Grpc,
+                    url: format!("http://{addr}"),
+                    headers: vec![("x-tenant".into(), "team a".into())],
+                    timeout: Duration::from_secs(5),
+                },
+            )
+            .unwrap()
+        };
+        let rec = record();
+        let shape = SpanShape {
+            scope: InstrumentationScope::builder("inference-app").build(),
+            model: ["house-price".into(), "1.0.0".into()],
+        };
+        let mut enc = Encoder::default();
+        request_spans(
+            &rec,
+            &decide(&Sampler::AlwaysOn, &rec),
+            &shape,
+            ids(),
+            |v| enc.span(v),
+        );
+        let req = enc
+            .spans
+            .take(&(&resource()).into(), &(&shape.scope).into())
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        sender.send(req.clone(), move |e| tx.send(e).unwrap());
+        sender.settle();
+        let failed = rx.try_recv().ok();
+        let got = receiver.got.lock().unwrap().clone();
+        (got, failed, req)
+    }
+
+    #[test]
+    fn grpc_exports_arrive_whole_with_their_headers() {
+        let (got, failed, sent) = grpc_round_trip(Receiver::default());
+        assert_eq!(failed, None);
+        assert_eq!(got.len(), 1);
+        let (req, tenant) = &got[0];
+        assert_eq!(
+            *req,
+            ExportTraceServiceRequest::decode(sent.message()).unwrap()
+        );
+        assert_eq!(req.resource_spans[0].scope_spans[0].spans.len(), sent.items);
+        assert_eq!(
+            tenant.as_deref(),
+            Some("team a"),
+            "OTEL_EXPORTER_OTLP_HEADERS"
+        );
+    }
+
+    #[test]
+    fn a_refused_grpc_export_is_reported_with_its_status() {
+        let (got, failed, _) = grpc_round_trip(Receiver {
+            refuse: true,
+            ..Receiver::default()
+        });
+        assert!(got.is_empty());
+        let failed = failed.expect("the refusal is reported");
+        assert!(
+            failed.contains("gRPC status 8") && failed.contains("queue full; retry later"),
+            "{failed}"
+        );
+    }
+
+    #[test]
+    fn items_written_in_place_get_the_shortest_length() {
+        let mut p = Pending::default();
+        let sizes = [0, 1, 127, 128, 300, 16383, 16384, 70_000];
+        let mut expected = Vec::new();
+        for (i, n) in sizes.into_iter().enumerate() {
+            let start = p.open();
+            p.buf.resize(start + n, i as u8);
+            p.close(start);
+            bytes(&mut expected, 2, &vec![i as u8; n]);
+        }
+        assert_eq!(p.len(), sizes.len());
+        assert_eq!(
+            p.buf, expected,
+            "the same bytes as a scratch copy would give"
         );
     }
 

@@ -757,10 +757,10 @@ impl Recorder {
             ..
         }) = &self.sinks.spans
             && ready(&enc.spans, batching)
-            && let Some((body, n)) = enc.spans.take(resource, scope)
+            && let Some(req) = enc.spans.take(resource, scope)
         {
-            let f = self.failures.clone();
-            sender.send(body, move |e| f.count(n as u64, "spans", &e));
+            let (f, n) = (self.failures.clone(), req.items);
+            sender.send(req, move |e| f.count(n as u64, "spans", &e));
         }
         if let Some(LogSink::Otlp {
             sender,
@@ -768,10 +768,10 @@ impl Recorder {
             batching,
         }) = &self.sinks.logs
             && ready(&enc.logs, batching)
-            && let Some((body, n)) = enc.logs.take(resource, &self.access_scope)
+            && let Some(req) = enc.logs.take(resource, &self.access_scope)
         {
-            let f = self.failures.clone();
-            sender.send(body, move |e| f.count(n as u64, "log records", &e));
+            let (f, n) = (self.failures.clone(), req.items);
+            sender.send(req, move |e| f.count(n as u64, "log records", &e));
         }
     }
 
