@@ -53,9 +53,16 @@ ticks() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '{print $14+$15}' 
 rss_kb() { local t=0; for p in $(tree "$1"); do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0))); done; echo "$t"; }
 to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else {sub(/s$/,"",v); print v*1000} }'; }
 
-# wrk_run PID URL I: one measured wrk run against URL, kept as $work/wrk.PID.I.
+# wrk_run PID I URL: one measured wrk run against URL, kept as $work/wrk.PID.I, and the CPU
+# microseconds per request it cost the service and the OTLP sink, as $work/cpu.PID.I.
 wrk_run() {
+  local a0 s0 a1 s1
+  a0=$(ticks "$1"); s0=$(ticks "$sink_pid")
   wrk -t2 -c"$conns" -d"${duration}s" -s "$peer/post.lua" "$3" --latency >"$work/wrk.$1.$2" 2>&1
+  sleep 1   # the last batches reach the sink
+  a1=$(ticks "$1"); s1=$(ticks "$sink_pid")
+  awk -v a="$((a1 - a0))" -v s="$((s1 - s0))" -v hz="$(getconf CLK_TCK)" \
+    '/requests in/{printf "%.2f %.2f\n", a/hz/$1*1e6, s/hz/$1*1e6}' "$work/wrk.$1.$2" >"$work/cpu.$1.$2"
 }
 warm_up() { wrk -t2 -c"$conns" -d3s -s "$peer/post.lua" "$1" >/dev/null 2>&1 || true; }
 # Samples the RSS of each pid every 0.5 s into $work/rss.PID until killed.
@@ -159,7 +166,18 @@ per_round() {
     echo "$(awk '/Requests\/sec/{print $2}' "$work/wrk.${mode_pid[$1]}.$i") $(awk '/Requests\/sec/{print $2}' "$work/wrk.${mode_pid[$2]}.$i")"
   done | awk "{a = \$1; b = \$2; print $3}" | sort -n | awk '{v[NR]=$1} END{printf "%.1f (%.1f-%.1f)", v[int((NR + 1) / 2)], v[1], v[NR]}'
 }
+# per_round_cpu A B COLUMN EXPR: the same over CPU microseconds per request (COLUMN 1: the
+# service's, 2: the sink's).
+per_round_cpu() {
+  for i in $(seq "$runs"); do
+    echo "$(awk -v c="$3" '{print $c}' "$work/cpu.${mode_pid[$1]}.$i") $(awk -v c="$3" '{print $c}' "$work/cpu.${mode_pid[$2]}.$i")"
+  done | awk "{a = \$1; b = \$2; print $4}" | sort -n | awk '{v[NR]=$1} END{printf "%.1f (%.1f-%.1f)", v[int((NR + 1) / 2)], v[1], v[NR]}'
+}
 ratio=$(per_round on seed1 'a/b')
+own=$(per_round_cpu on off 1 '(a/b-1)*100')
+own_on=$(per_round_cpu on off 1 'a')
+own_off=$(per_round_cpu on off 1 'b')
+sink_on=$(per_round_cpu on off 2 'a')
 overhead=$(per_round on off '(1-a/b)*100')
 overhead_sampled=$(per_round sampled off '(1-a/b)*100')
 dropped=$(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{print $2}')
@@ -179,10 +197,11 @@ dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^
 for mode in on sampled off; do kill "${mode_pid[$mode]}" 2>/dev/null || true; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
 
 cat "$work/table"
-awk -v ratio="$ratio" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
+awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v sink_on="$sink_on" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
   split(c, con, " ")
   printf "\n- inference-app with telemetry on / Python seed, one worker, within each of %d rounds: %sx (median, min-max)\n", runs, ratio
   printf "- telemetry overhead (1 - on/off) within each round: %s%%; with traces sampled at 10%%: %s%%\n", oh, ohs
+  printf "- at saturation, CPU per request within each round: service %s us on, %s us off (its own overhead: %s%%); OTLP sink %s us\n", own_on, own_off, own, sink_on
   printf "- p99 at half the max rate (%d req/s, inference-app load, median of 3): %s ms\n", hr, half
   printf "- CPU per request at that paced rate (medians of 3 alternating runs): %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
   printf "- items dropped (spans, OTLP log records, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh

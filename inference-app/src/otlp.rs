@@ -8,7 +8,7 @@
 //! certificates, compression) are reported by [`target`] so the caller can use the SDK's
 //! exporter instead.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -16,7 +16,7 @@ use opentelemetry::trace::{SpanId, SpanKind, TraceState};
 use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
 
-use crate::recorder::{Attr, RequestRecord, SpanView};
+use crate::recorder::{Attr, RequestRecord, SpanView, unix_nanos};
 use crate::telemetry::Protocol;
 
 /// A signal this module exports.
@@ -209,12 +209,6 @@ fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 /// The body of an `AnyValue` holding a scalar, and its length, without a scratch buffer.
 enum Scalar<'a> {
     Str(&'a str),
@@ -405,8 +399,8 @@ fn span(out: &mut Vec<u8>, v: &SpanView<'_>) {
     }
     string(out, 5, &v.name);
     uint(out, 6, span_kind(&v.kind));
-    fixed64(out, 7, nanos(v.start));
-    fixed64(out, 8, nanos(v.end));
+    fixed64(out, 7, v.start);
+    fixed64(out, 8, v.end);
     for (k, a) in v.attributes {
         attr(out, 9, k, a);
     }
@@ -431,7 +425,7 @@ fn span(out: &mut Vec<u8>, v: &SpanView<'_>) {
 
 /// One `LogRecord` body: the OTLP twin of the JSON access line.
 fn access_log(out: &mut Vec<u8>, rec: &RequestRecord, flags: u8) {
-    let at = nanos(rec.start + rec.duration);
+    let at = unix_nanos(rec.start + rec.duration);
     fixed64(out, 1, at);
     uint(out, 2, 9); // SEVERITY_NUMBER_INFO
     string(out, 3, "INFO");
@@ -492,6 +486,7 @@ fn field_len(n: usize) -> usize {
 }
 
 impl Pending {
+    #[inline(always)]
     /// Starts an item in place: its tag and two bytes held for its length (items are 80 to
     /// 300 bytes). Returns where its body starts, for [`Pending::close`].
     fn open(&mut self) -> usize {
@@ -506,6 +501,7 @@ impl Pending {
         self.buf.len()
     }
 
+    #[inline(always)]
     /// Ends the item whose body starts at `start`: writes its length, moving the body when
     /// the length takes other than two bytes (a protobuf varint has one shortest form).
     fn close(&mut self, start: usize) {
@@ -981,7 +977,8 @@ mod tests {
 
     fn record() -> RequestRecord {
         RequestRecord {
-            start: SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
+            start: std::time::SystemTime::UNIX_EPOCH
+                + Duration::from_nanos(1_700_000_000_123_456_789),
             duration: Duration::from_micros(850),
             trace_id: TraceId::from(0x0af7651916cd43dd8448eb211c80319cu128),
             span_id: SpanId::from(0xb7ad6b7169203331u64),

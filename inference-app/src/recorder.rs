@@ -262,10 +262,11 @@ pub struct SpanView<'a> {
     pub kind: SpanKind,
     /// The span name.
     pub name: Cow<'static, str>,
-    /// Start.
-    pub start: SystemTime,
-    /// End.
-    pub end: SystemTime,
+    /// Start, in nanoseconds since the Unix epoch (OTLP's unit; a request converts its start
+    /// once and adds its phases' offsets).
+    pub start: u64,
+    /// End, likewise.
+    pub end: u64,
     /// The span's own attributes.
     pub attributes: &'a Attributes<'a>,
     /// Attributes the sampler added.
@@ -287,7 +288,8 @@ pub fn request_spans(
     if !d.record {
         return;
     }
-    let at = |o: Duration| rec.start + o;
+    let base = unix_nanos(rec.start);
+    let at = |o: Duration| base.saturating_add(o.as_nanos() as u64);
     let view = |span_id, kind, name, start, end, attributes, error| SpanView {
         trace_id: rec.trace_id,
         span_id,
@@ -305,9 +307,16 @@ pub fn request_spans(
     };
     let inf = &rec.inference;
     let batch = ("inference.batch.size", Attr::Int(inf.batch as i64));
+    fn text(v: &Value) -> Attr<'_> {
+        match v {
+            Value::String(s) => Attr::Str(s.as_str()),
+            other => Attr::Value(other),
+        }
+    }
+    // Strings take the encoder's inlined path.
     let model = [
-        ("model.name", Attr::Value(&shape.model[0])),
-        ("model.version", Attr::Value(&shape.model[1])),
+        ("model.name", text(&shape.model[0])),
+        ("model.version", text(&shape.model[1])),
         batch,
     ];
     let phases: [(&'static str, &Option<Phase>, &Attributes<'_>); 3] = [
@@ -352,7 +361,7 @@ pub fn request_spans(
         rec.span_id,
         SpanKind::Server,
         span_name(rec.method, rec.route),
-        rec.start,
+        base,
         at(rec.duration),
         &attributes[..n],
         error.as_deref(),
@@ -365,6 +374,13 @@ pub fn request_spans(
     server.parent_remote = rec.parent.is_some();
     server.extra = &d.attributes;
     f(&server);
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// `client.address` as text. IPv4 is written on the stack: `Display` took a fifth of the
@@ -424,8 +440,8 @@ fn span_data(v: &SpanView<'_>, scope: &InstrumentationScope) -> SpanData {
         parent_span_is_remote: v.parent_remote,
         span_kind: v.kind.clone(),
         name: v.name.clone(),
-        start_time: v.start,
-        end_time: v.end,
+        start_time: SystemTime::UNIX_EPOCH + Duration::from_nanos(v.start),
+        end_time: SystemTime::UNIX_EPOCH + Duration::from_nanos(v.end),
         attributes,
         dropped_attributes_count: 0,
         events: Default::default(),
