@@ -4,6 +4,9 @@
 # wrk load (POST /predict {"features":[1500]}). Prints a Markdown table for the README.
 #
 #   bench/inference.sh            # DURATION=15 CONNECTIONS=64 RUNS=5 by default
+#   SINK=collector bench/inference.sh   # a real OpenTelemetry Collector as the sink instead
+#                                       # (OTLP receiver, debug exporter), built by
+#                                       # `bash e2e/controlplane.sh build`
 #
 # Needs: wrk (Debian), Python 3 with the peer's packages (installed into
 # ~/.cache/kotel-bench/venv on first use), a release build of inference-app.
@@ -41,7 +44,25 @@ for p in $sink_port 18991 18992 18997 18998 19002; do
     exit 1
   fi
 done
-"$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$work/sink.log" 2>&1 &
+sink=${SINK:-seed}
+case $sink in
+  seed) "$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$work/sink.log" 2>&1 & ;;
+  collector)
+    otelcol=${OTELCOL:-$HOME/.cache/kotel-e2e/bin/otelcol-kotel}
+    [ -x "$otelcol" ] || { echo "no collector at $otelcol: build it with 'bash e2e/controlplane.sh build' (or set OTELCOL)" >&2; exit 1; }
+    cat >"$work/otelcol.yaml" <<EOF
+receivers: {otlp: {protocols: {grpc: {endpoint: "127.0.0.1:$sink_port"}}}}
+exporters: {debug: {verbosity: basic, sampling_initial: 1000000000, sampling_thereafter: 1}}
+service:
+  telemetry: {metrics: {level: none}, logs: {sampling: {enabled: false}}}
+  pipelines:
+    traces: {receivers: [otlp], exporters: [debug]}
+    metrics: {receivers: [otlp], exporters: [debug]}
+    logs: {receivers: [otlp], exporters: [debug]}
+EOF
+    "$otelcol" --config "$work/otelcol.yaml" >"$work/sink.log" 2>&1 & ;;
+  *) echo "SINK is seed or collector, not $sink" >&2; exit 1 ;;
+esac
 sink_pid=$!
 pids+=($sink_pid)
 sleep 2
@@ -206,4 +227,8 @@ awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v
   printf "- CPU per request at that paced rate (medians of 3 alternating runs): %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
   printf "- items dropped (spans, OTLP log records, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh
 }'
-echo "- OTLP sink received: $(tail -1 "$work/sink.log")"
+case $sink in
+  seed) echo "- OTLP sink (the seed's otlp_sink.py) received: $(tail -1 "$work/sink.log")" ;;
+  collector) echo "- OTLP sink (otelcol-kotel, debug exporter) received: $(grep -o '"\(spans\|log records\|data points\)": [0-9]*' "$work/sink.log" \
+    | awk -F': ' '{n[$1] += $2} END{for (k in n) printf "%s %s; ", k, n[k]}')" ;;
+esac
