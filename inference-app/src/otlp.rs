@@ -768,10 +768,12 @@ impl Sender {
                     let sent = tokio::time::timeout(timeout, unary(channel, call))
                         .await
                         .unwrap_or_else(|_| Err("timed out".into()));
-                    drop(slot);
                     if let Err(e) = sent {
                         failed(format!("OTLP/gRPC {url}: {e}"));
                     }
+                    // Only now: `settle` waits for the slots, and a failure must be counted
+                    // by then (at shutdown, the dropped count is read right after).
+                    drop(slot);
                 });
             }
             Transport::Http { client, headers } => {
@@ -1306,14 +1308,9 @@ mod tests {
         }
     }
 
-    /// Sends one batch of spans to a receiver over gRPC; returns what it kept and why the
-    /// export failed, if it did.
-    fn grpc_round_trip(receiver: Receiver) -> (Vec<Received>, Option<String>, ExportRequest) {
+    /// Serves `receiver` at `addr` on `rt` and waits until it listens.
+    fn listen(rt: &tokio::runtime::Runtime, receiver: &Receiver, addr: std::net::SocketAddr) {
         use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
         let server = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(receiver.clone()))
             .serve(addr);
@@ -1321,19 +1318,29 @@ mod tests {
         while std::net::TcpStream::connect(addr).is_err() {
             std::thread::sleep(Duration::from_millis(10));
         }
-        let sender = {
-            let _in_runtime = rt.enter();
-            Sender::new(
-                Signal::Traces,
-                Target {
-                    protocol: Protocol::Grpc,
-                    url: format!("http://{addr}"),
-                    headers: vec![("x-tenant".into(), "team a".into())],
-                    timeout: Duration::from_secs(5),
-                },
-            )
-            .unwrap()
-        };
+    }
+
+    /// A free local address, and a gRPC trace sender to it created on `rt`.
+    fn grpc_sender(rt: &tokio::runtime::Runtime) -> (std::net::SocketAddr, Sender) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let _in_runtime = rt.enter();
+        let sender = Sender::new(
+            Signal::Traces,
+            Target {
+                protocol: Protocol::Grpc,
+                url: format!("http://{addr}"),
+                headers: vec![("x-tenant".into(), "team a".into())],
+                timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        (addr, sender)
+    }
+
+    /// One encoded batch: the spans of one request.
+    fn one_batch() -> ExportRequest {
         let rec = record();
         let shape = SpanShape {
             scope: InstrumentationScope::builder("inference-app").build(),
@@ -1347,16 +1354,48 @@ mod tests {
             ids(),
             |v| enc.span(v),
         );
-        let req = enc
-            .spans
+        enc.spans
             .take(&(&resource()).into(), &(&shape.scope).into())
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Sends `req` and waits for its reply; returns why it failed, if it did.
+    fn send_and_settle(sender: &Sender, req: ExportRequest) -> Option<String> {
         let (tx, rx) = std::sync::mpsc::channel();
-        sender.send(req.clone(), move |e| tx.send(e).unwrap());
+        sender.send(req, move |e| tx.send(e).unwrap());
         sender.settle();
-        let failed = rx.try_recv().ok();
+        rx.try_recv().ok()
+    }
+
+    /// Sends one batch of spans to a receiver over gRPC; returns what it kept and why the
+    /// export failed, if it did.
+    fn grpc_round_trip(receiver: Receiver) -> (Vec<Received>, Option<String>, ExportRequest) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (addr, sender) = grpc_sender(&rt);
+        listen(&rt, &receiver, addr);
+        let req = one_batch();
+        let failed = send_and_settle(&sender, req.clone());
         let got = receiver.got.lock().unwrap().clone();
         (got, failed, req)
+    }
+
+    #[test]
+    fn grpc_exports_resume_once_the_receiver_is_up() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (addr, sender) = grpc_sender(&rt);
+        let failed = send_and_settle(&sender, one_batch());
+        assert!(
+            failed.is_some(),
+            "nothing listens yet: the export is reported failed"
+        );
+        let receiver = Receiver::default();
+        listen(&rt, &receiver, addr);
+        assert_eq!(
+            send_and_settle(&sender, one_batch()),
+            None,
+            "the channel reconnects"
+        );
+        assert_eq!(receiver.got.lock().unwrap().len(), 1);
     }
 
     #[test]
