@@ -2,7 +2,8 @@
 //! records into protobuf bytes and sent over OTLP/gRPC or OTLP/HTTP. The SDK's path builds span
 //! data per span, copies it into the generated protobuf structs (a `String` per attribute key,
 //! a hash map per batch) and then encodes those; here each span is written once, into a batch
-//! buffer that becomes the export request. The bytes are the same message, which a test checks
+//! buffer that becomes the export request, already behind gRPC's message prefix, so that it
+//! goes on the wire without a copy. The bytes are the same message, which a test checks
 //! against the SDK's own transform. Endpoint, headers and timeout come from the standard
 //! `OTEL_EXPORTER_OTLP_*` variables. Configurations this module does not handle (TLS, client
 //! certificates, compression) are reported by [`target`] so the caller can use the SDK's
@@ -486,9 +487,9 @@ fn field_len(n: usize) -> usize {
 }
 
 impl Pending {
-    #[inline(always)]
     /// Starts an item in place: its tag and two bytes held for its length (items are 80 to
     /// 300 bytes). Returns where its body starts, for [`Pending::close`].
+    #[inline(always)]
     fn open(&mut self) -> usize {
         if self.items == 0 {
             self.since = Some(Instant::now());
@@ -501,9 +502,9 @@ impl Pending {
         self.buf.len()
     }
 
-    #[inline(always)]
     /// Ends the item whose body starts at `start`: writes its length, moving the body when
     /// the length takes other than two bytes (a protobuf varint has one shortest form).
+    #[inline(always)]
     fn close(&mut self, start: usize) {
         let n = self.buf.len() - start;
         match n {
