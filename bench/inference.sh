@@ -180,19 +180,22 @@ for mode in "${modes[@]}"; do
   case $mode in on) on_rps=$rps ;; off) off_rps=$rps ;; esac
 done
 for mode in seed1 seed2; do pkill -f "uvicorn app:app --host 127.0.0.1 --port ${mode_port[$mode]}" || true; done
-# per_round A B EXPR: EXPR over a (A's requests/s) and b (B's) in each round, as
-# "median (min-max)".
+# spread EXPR: EXPR over the pairs "a b" on stdin, as "median (min-max)".
+spread() {
+  awk "{a = \$1; b = \$2; print $1}" | sort -n | awk '{v[NR]=$1} END{printf "%.1f (%.1f-%.1f)", v[int((NR + 1) / 2)], v[1], v[NR]}'
+}
+# per_round A B EXPR: EXPR over a (A's requests/s) and b (B's) in each round.
 per_round() {
   for i in $(seq "$runs"); do
     echo "$(awk '/Requests\/sec/{print $2}' "$work/wrk.${mode_pid[$1]}.$i") $(awk '/Requests\/sec/{print $2}' "$work/wrk.${mode_pid[$2]}.$i")"
-  done | awk "{a = \$1; b = \$2; print $3}" | sort -n | awk '{v[NR]=$1} END{printf "%.1f (%.1f-%.1f)", v[int((NR + 1) / 2)], v[1], v[NR]}'
+  done | spread "$3"
 }
 # per_round_cpu A B COLUMN EXPR: the same over CPU microseconds per request (COLUMN 1: the
 # service's, 2: the sink's).
 per_round_cpu() {
   for i in $(seq "$runs"); do
     echo "$(awk -v c="$3" '{print $c}' "$work/cpu.${mode_pid[$1]}.$i") $(awk -v c="$3" '{print $c}' "$work/cpu.${mode_pid[$2]}.$i")"
-  done | awk "{a = \$1; b = \$2; print $4}" | sort -n | awk '{v[NR]=$1} END{printf "%.1f (%.1f-%.1f)", v[int((NR + 1) / 2)], v[1], v[NR]}'
+  done | spread "$4"
 }
 ratio=$(per_round on seed1 'a/b')
 own=$(per_round_cpu on off 1 '(a/b-1)*100')

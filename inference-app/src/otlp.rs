@@ -383,6 +383,8 @@ fn attr(out: &mut Vec<u8>, field: u32, k: &str, a: &Attr<'_>) {
     match a {
         Attr::Str(s) => scalar_key_value(out, field, k, Scalar::Str(s)),
         Attr::Int(i) => scalar_key_value(out, field, k, Scalar::Int(*i)),
+        // The model's name and version: shared strings, on the inlined path.
+        Attr::Value(Value::String(s)) => scalar_key_value(out, field, k, Scalar::Str(s.as_str())),
         Attr::Value(v) => key_value(out, field, k, v),
     }
 }

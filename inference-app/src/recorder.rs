@@ -307,16 +307,9 @@ pub fn request_spans(
     };
     let inf = &rec.inference;
     let batch = ("inference.batch.size", Attr::Int(inf.batch as i64));
-    fn text(v: &Value) -> Attr<'_> {
-        match v {
-            Value::String(s) => Attr::Str(s.as_str()),
-            other => Attr::Value(other),
-        }
-    }
-    // Strings take the encoder's inlined path.
     let model = [
-        ("model.name", text(&shape.model[0])),
-        ("model.version", text(&shape.model[1])),
+        ("model.name", Attr::Value(&shape.model[0])),
+        ("model.version", Attr::Value(&shape.model[1])),
         batch,
     ];
     let phases: [(&'static str, &Option<Phase>, &Attributes<'_>); 3] = [
