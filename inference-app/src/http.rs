@@ -126,8 +126,12 @@ pub struct RequestCtx {
     /// The request's trace.
     pub trace_id: TraceId,
     /// The request id (incoming `X-Request-ID`, else generated).
-    pub request_id: String,
+    pub request_id: RequestId,
 }
+
+/// A request id, held inline: the record of a request is handed to the recorder thread, and a
+/// `String` freed there cost jemalloc a remote free (about 300 instructions a request).
+pub type RequestId = arrayvec::ArrayString<128>;
 
 /// A 4xx/5xx with `{"error": ...}`.
 #[derive(Debug)]
@@ -153,8 +157,9 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
-fn new_request_id() -> String {
-    const_hex::encode(rand::random::<[u8; 16]>())
+fn new_request_id() -> RequestId {
+    let mut hex = const_hex::Buffer::<16>::new();
+    RequestId::from(hex.format(&rand::random::<[u8; 16]>())).unwrap_or_default()
 }
 
 /// The routes of the router, as static strings for metric labels and span names (no
@@ -235,8 +240,8 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
+        .filter(|v| !v.is_empty())
+        .and_then(|v| RequestId::from(v).ok())
         .unwrap_or_else(new_request_id);
     let client = req
         .extensions()
@@ -245,7 +250,7 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     req.extensions_mut().insert(RequestCtx {
         start,
         trace_id,
-        request_id: request_id.clone(),
+        request_id,
     });
     let active = state.metrics.started(method, route);
     let (mut resp, inference) = recorder::scoped(next.run(req)).await;
@@ -646,7 +651,7 @@ async fn v2_infer(
     Ok(axum::Json(json!({
         "model_name": m.card.name,
         "model_version": m.card.version,
-        "id": req.id.unwrap_or_else(|| ctx.request_id.clone()),
+        "id": req.id.unwrap_or_else(|| ctx.request_id.to_string()),
         "outputs": [{"name": m.card.output_name, "datatype": "FP64", "shape": [pred.len(), 1], "data": pred}],
     })))
 }

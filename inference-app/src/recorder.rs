@@ -22,7 +22,9 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::SdkLogger;
-use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanExporter,
+};
 
 use crate::metrics::Outcome;
 use crate::otlp;
@@ -87,7 +89,7 @@ pub struct RequestRecord {
     /// `url.path`.
     pub path: Cow<'static, str>,
     /// The request id.
-    pub request_id: String,
+    pub request_id: crate::http::RequestId,
     /// `client.address`.
     pub client: Option<IpAddr>,
     /// `http.response.status_code`.
@@ -116,22 +118,23 @@ pub fn note(f: impl FnOnce(&mut Inference)) {
     let _ = CURRENT.try_with(|c| f(&mut c.borrow_mut()));
 }
 
-/// A random id that is never the invalid all-zero one.
+/// A random trace id that is never the invalid all-zero one, from the SDK's generator (a
+/// fast thread-local generator; the id needs to be unique, not secret).
 pub fn new_trace_id() -> TraceId {
     loop {
-        let id = rand::random::<u128>();
-        if id != 0 {
-            return TraceId::from(id);
+        let id = RandomIdGenerator::default().new_trace_id();
+        if id != TraceId::INVALID {
+            return id;
         }
     }
 }
 
-/// A random span id that is never the invalid all-zero one.
+/// A random span id that is never the invalid all-zero one, likewise.
 pub fn new_span_id() -> SpanId {
     loop {
-        let id = rand::random::<u64>();
-        if id != 0 {
-            return SpanId::from(id);
+        let id = RandomIdGenerator::default().new_span_id();
+        if id != SpanId::INVALID {
+            return id;
         }
     }
 }
@@ -267,7 +270,10 @@ pub struct SpanView<'a> {
     pub start: u64,
     /// End, likewise.
     pub end: u64,
-    /// The span's own attributes.
+    /// Attributes every span of this name carries alike (the route, the model): the OTLP
+    /// encoder writes them once per name and copies them from then on.
+    pub fixed: &'a Attributes<'a>,
+    /// Attributes of this request (after `fixed`).
     pub attributes: &'a Attributes<'a>,
     /// Attributes the sampler added.
     pub extra: &'a [KeyValue],
@@ -290,7 +296,7 @@ pub fn request_spans(
     }
     let base = unix_nanos(rec.start);
     let at = |o: Duration| base.saturating_add(o.as_nanos() as u64);
-    let view = |span_id, kind, name, start, end, attributes, error| SpanView {
+    let view = |span_id, kind, name, start, end, fixed, attributes, error| SpanView {
         trace_id: rec.trace_id,
         span_id,
         flags: d.flags,
@@ -301,23 +307,29 @@ pub fn request_spans(
         name,
         start,
         end,
+        fixed,
         attributes,
         extra: &[],
         error,
     };
     let inf = &rec.inference;
-    let batch = ("inference.batch.size", Attr::Int(inf.batch as i64));
+    let batch = [("inference.batch.size", Attr::Int(inf.batch as i64))];
     let model = [
         ("model.name", Attr::Value(&shape.model[0])),
         ("model.version", Attr::Value(&shape.model[1])),
-        batch,
     ];
-    let phases: [(&'static str, &Option<Phase>, &Attributes<'_>); 3] = [
-        ("preprocess", &inf.pre, &[batch]),
-        ("inference", &inf.forward, &model),
-        ("postprocess", &inf.post, &[]),
+    type Parts<'p> = (
+        &'static str,
+        &'p Option<Phase>,
+        &'p Attributes<'p>,
+        &'p Attributes<'p>,
+    );
+    let phases: [Parts<'_>; 3] = [
+        ("preprocess", &inf.pre, &[], &batch),
+        ("inference", &inf.forward, &model, &batch),
+        ("postprocess", &inf.post, &[], &[]),
     ];
-    for (name, phase, attributes) in phases {
+    for (name, phase, fixed, attributes) in phases {
         let Some(p) = phase else { continue };
         f(&view(
             next_id(),
@@ -325,16 +337,19 @@ pub fn request_spans(
             Cow::Borrowed(name),
             at(p.start),
             at(p.end),
+            fixed,
             attributes,
             p.error.as_deref(),
         ));
     }
-    let client = rec.client.map(ClientAddress::new);
-    let mut attributes = [
+    let route = [
         ("http.request.method", Attr::Str(rec.method)),
         ("http.route", Attr::Str(rec.route)),
-        ("url.path", Attr::Str(&rec.path)),
         ("url.scheme", Attr::Str("http")),
+    ];
+    let client = rec.client.map(ClientAddress::new);
+    let mut attributes = [
+        ("url.path", Attr::Str(&rec.path)),
         ("request.id", Attr::Str(&rec.request_id)),
         (
             "http.response.status_code",
@@ -344,10 +359,10 @@ pub fn request_spans(
     ];
     let n = match &client {
         Some(c) => {
-            attributes[6].1 = Attr::Str(c.as_str());
-            7
+            attributes[3].1 = Attr::Str(c.as_str());
+            4
         }
-        None => 6,
+        None => 3,
     };
     let error = (rec.status >= 500).then(|| format!("HTTP {}", rec.status));
     let mut server = view(
@@ -356,6 +371,7 @@ pub fn request_spans(
         span_name(rec.method, rec.route),
         base,
         at(rec.duration),
+        &route,
         &attributes[..n],
         error.as_deref(),
     );
@@ -411,8 +427,9 @@ impl ClientAddress {
 
     fn as_str(&self) -> &str {
         match self {
-            // Only ASCII digits and dots were written.
-            ClientAddress::V4(buf, n) => std::str::from_utf8(&buf[..*n]).unwrap_or_default(),
+            // SAFETY: `new` wrote only ASCII digits and dots to `buf[..n]`. (Checking them
+            // again cost more than writing them.)
+            ClientAddress::V4(buf, n) => unsafe { std::str::from_utf8_unchecked(&buf[..*n]) },
             ClientAddress::Other(s) => s,
         }
     }
@@ -420,10 +437,11 @@ impl ClientAddress {
 
 /// The SDK's span data for one span.
 fn span_data(v: &SpanView<'_>, scope: &InstrumentationScope) -> SpanData {
-    let mut attributes = Vec::with_capacity(v.attributes.len() + v.extra.len());
+    let mut attributes = Vec::with_capacity(v.fixed.len() + v.attributes.len() + v.extra.len());
     attributes.extend(
-        v.attributes
+        v.fixed
             .iter()
+            .chain(v.attributes)
             .map(|(k, a)| KeyValue::new(*k, a.to_value())),
     );
     attributes.extend(v.extra.iter().cloned());
@@ -608,9 +626,9 @@ pub(crate) fn fill_access_record(
     r.set_body("request served".into());
     r.set_trace_context(rec.trace_id, rec.span_id, Some(flags));
     r.add_attributes([
-        ("request.id", AnyValue::from(rec.request_id.clone())),
-        ("http.request.method", rec.method.into()),
+        ("http.request.method", AnyValue::from(rec.method)),
         ("http.route", rec.route.into()),
+        ("request.id", rec.request_id.to_string().into()),
         ("url.path", rec.path.to_string().into()),
         ("http.response.status_code", i64::from(rec.status).into()),
         ("latency_ms", (rec.duration.as_secs_f64() * 1000.0).into()),
@@ -899,7 +917,7 @@ mod tests {
             method: "POST",
             route: "/predict",
             path: "/predict".into(),
-            request_id: "r-1".into(),
+            request_id: crate::http::RequestId::from("r-1").unwrap(),
             client: Some("10.1.2.3".parse().unwrap()),
             status: 200,
             inference: Inference {

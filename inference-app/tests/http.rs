@@ -179,6 +179,25 @@ async fn predict_single_and_batch() {
     let (_, h, v) = call(&f, req).await;
     assert_eq!(v["request_id"], "mine-123");
     assert_eq!(h["x-request-id"], "mine-123");
+
+    // Ids up to 128 bytes are kept; a longer one is replaced by a generated one.
+    for (len, kept) in [(128, true), (129, false)] {
+        let mine = "r".repeat(len);
+        let req = Request::post("/predict")
+            .header("content-type", "application/json")
+            .header("x-request-id", &mine)
+            .body(Body::from(r#"{"features": [1500]}"#))
+            .unwrap();
+        let (_, h, v) = call(&f, req).await;
+        let id = v["request_id"].as_str().unwrap();
+        assert_eq!(h["x-request-id"].to_str().unwrap(), id);
+        if kept {
+            assert_eq!(id, mine);
+        } else {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+    }
 }
 
 #[tokio::test]
