@@ -152,6 +152,8 @@ pub struct Decision {
     pub state: TraceState,
     /// Attributes the sampler adds to the server span.
     pub attributes: Vec<KeyValue>,
+    /// The server span's name, as the sampler saw it.
+    pub name: Cow<'static, str>,
 }
 
 /// Asks `sampler` about the server span of `rec`.
@@ -160,10 +162,11 @@ pub fn decide(sampler: &dyn ShouldSample, rec: &RequestRecord) -> Decision {
         .parent
         .as_ref()
         .map(|p| Context::new().with_remote_span_context(p.clone()));
+    let name = span_name(rec.method, rec.route);
     let r = sampler.should_sample(
         parent_cx.as_ref(),
         rec.trace_id,
-        &span_name(rec.method, rec.route),
+        &name,
         &SpanKind::Server,
         &[],
         &[],
@@ -178,6 +181,7 @@ pub fn decide(sampler: &dyn ShouldSample, rec: &RequestRecord) -> Decision {
         flags: base.with_sampled(r.decision == SamplingDecision::RecordAndSample),
         state: r.trace_state,
         attributes: r.attributes,
+        name,
     }
 }
 
@@ -368,7 +372,7 @@ pub fn request_spans(
     let mut server = view(
         rec.span_id,
         SpanKind::Server,
-        span_name(rec.method, rec.route),
+        d.name.clone(),
         base,
         at(rec.duration),
         &route,
