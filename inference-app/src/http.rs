@@ -34,8 +34,8 @@ pub struct AppState {
     pub model: Arc<Model>,
     /// Set after the model is loaded and warmed up.
     pub ready: AtomicBool,
-    /// Prometheus metrics, recorded inline.
-    pub metrics: AppMetrics,
+    /// Metrics, recorded inline.
+    pub metrics: Arc<AppMetrics>,
     /// Turns finished requests into spans, OTLP metrics and OTLP log records.
     pub recorder: Arc<Recorder>,
     /// OTEL_EXPORTER_OTLP_ENDPOINT.
@@ -48,7 +48,7 @@ impl AppState {
     /// The state for a loaded model; `ready` starts false.
     pub fn new(
         model: Arc<Model>,
-        metrics: AppMetrics,
+        metrics: Arc<AppMetrics>,
         recorder: Arc<Recorder>,
         collector_endpoint: Option<String>,
     ) -> Self {

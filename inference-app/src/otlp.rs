@@ -19,6 +19,7 @@ use opentelemetry::trace::{SpanId, SpanKind, TraceState};
 use opentelemetry::{Array, InstrumentationScope, Value};
 use opentelemetry_sdk::Resource;
 
+use crate::metrics::HistSnapshot;
 use crate::recorder::{Attr, Attributes, RequestRecord, SpanView, unix_nanos};
 use crate::telemetry::Protocol;
 
@@ -29,6 +30,8 @@ pub enum Signal {
     Traces,
     /// Log records.
     Logs,
+    /// Metrics.
+    Metrics,
 }
 
 impl Signal {
@@ -36,18 +39,21 @@ impl Signal {
         match self {
             Signal::Traces => "TRACES",
             Signal::Logs => "LOGS",
+            Signal::Metrics => "METRICS",
         }
     }
     fn http_path(self) -> &'static str {
         match self {
             Signal::Traces => "/v1/traces",
             Signal::Logs => "/v1/logs",
+            Signal::Metrics => "/v1/metrics",
         }
     }
     fn grpc_path(self) -> &'static str {
         match self {
             Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
         }
     }
 }
@@ -550,6 +556,140 @@ impl Templates {
             }
         };
         &self.logs[i].1
+    }
+}
+
+// ---- metrics ----
+
+/// One metric as OTLP carries it: cumulative, from the service's start.
+#[derive(Debug)]
+pub struct Metric<'a> {
+    /// Its semantic-convention name.
+    pub name: &'static str,
+    /// What it measures.
+    pub description: &'static str,
+    /// UCUM unit.
+    pub unit: &'static str,
+    /// Its series.
+    pub data: MetricData<'a>,
+}
+
+/// The series of a metric.
+#[derive(Debug)]
+pub enum MetricData<'a> {
+    /// A sum of integers: monotonic for a counter, not for an up-down counter.
+    Sum {
+        /// Whether it only grows.
+        monotonic: bool,
+        /// Its series.
+        points: Vec<Point<'a, i64>>,
+    },
+    /// The current value of an integer.
+    Gauge(Vec<Point<'a, i64>>),
+    /// Explicit-bucket histograms.
+    Histogram(Vec<Point<'a, HistSnapshot>>),
+}
+
+/// One series of a metric.
+#[derive(Debug)]
+pub struct Point<'a, T> {
+    /// Its attributes, by key (the order the SDK exports them in).
+    pub attributes: Vec<(&'static str, Attr<'a>)>,
+    /// Its value.
+    pub value: T,
+}
+
+/// `AGGREGATION_TEMPORALITY_CUMULATIVE`.
+const CUMULATIVE: u64 = 2;
+
+/// A fixed64, double or sfixed64 field, written even when zero (the data-point values below are
+/// a oneof or have explicit presence).
+fn fixed(out: &mut Vec<u8>, field: u32, le: [u8; 8]) {
+    key(out, field, FIXED64);
+    out.extend_from_slice(&le);
+}
+
+/// One `NumberDataPoint` (attributes 7, start 2, time 3, as_int 6).
+fn number_point(out: &mut Vec<u8>, p: &Point<'_, i64>, start: u64, now: u64) {
+    for (k, a) in &p.attributes {
+        attr(out, 7, k, a);
+    }
+    fixed(out, 2, start.to_le_bytes());
+    fixed(out, 3, now.to_le_bytes());
+    fixed(out, 6, p.value.to_le_bytes());
+}
+
+/// One `HistogramDataPoint` (attributes 9, start 2, time 3, count 4, sum 5, bucket counts 6,
+/// bounds 7, min 11, max 12).
+fn histogram_point(out: &mut Vec<u8>, p: &Point<'_, HistSnapshot>, start: u64, now: u64) {
+    let h = &p.value;
+    for (k, a) in &p.attributes {
+        attr(out, 9, k, a);
+    }
+    fixed(out, 2, start.to_le_bytes());
+    fixed(out, 3, now.to_le_bytes());
+    fixed(out, 4, h.count.to_le_bytes());
+    fixed(out, 5, h.sum.to_le_bytes());
+    key(out, 6, LEN);
+    varint(out, 8 * h.buckets.len() as u64);
+    for c in &h.buckets {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+    key(out, 7, LEN);
+    varint(out, 8 * h.bounds.len() as u64);
+    for b in h.bounds {
+        out.extend_from_slice(&b.to_le_bytes());
+    }
+    if h.count > 0 {
+        fixed(out, 11, h.min.to_le_bytes());
+        fixed(out, 12, h.max.to_le_bytes());
+    }
+}
+
+/// One `Metric` body (name 1, description 2, unit 3; gauge 5, sum 7 or histogram 9). Runs
+/// once per export interval, so nested messages go through scratch buffers.
+fn metric(out: &mut Vec<u8>, m: &Metric<'_>, start: u64, now: u64) {
+    string(out, 1, m.name);
+    string(out, 2, m.description);
+    string(out, 3, m.unit);
+    let (mut body, mut point) = (Vec::new(), Vec::new());
+    let mut each = |write: &mut dyn FnMut(&mut Vec<u8>)| {
+        point.clear();
+        write(&mut point);
+        bytes(&mut body, 1, &point);
+    };
+    let field = match &m.data {
+        MetricData::Sum { monotonic, points } => {
+            for p in points {
+                each(&mut |o| number_point(o, p, start, now));
+            }
+            uint(&mut body, 2, CUMULATIVE);
+            uint(&mut body, 3, u64::from(*monotonic));
+            7
+        }
+        MetricData::Gauge(points) => {
+            for p in points {
+                each(&mut |o| number_point(o, p, start, now));
+            }
+            5
+        }
+        MetricData::Histogram(points) => {
+            for p in points {
+                each(&mut |o| histogram_point(o, p, start, now));
+            }
+            uint(&mut body, 2, CUMULATIVE);
+            9
+        }
+    };
+    bytes(out, field, &body);
+}
+
+impl Pending {
+    /// Adds one metric, cumulative since `start` as of `now` (Unix nanoseconds).
+    pub fn metric(&mut self, m: &Metric<'_>, start: u64, now: u64) {
+        let at = self.open();
+        metric(&mut self.buf, m, start, now);
+        self.close(at);
     }
 }
 

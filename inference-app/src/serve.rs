@@ -104,7 +104,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let (name, version) = (&model.card.name, &model.card.version);
     let meter = tel.meter.as_ref().map(|p| p.meter("inference-app"));
-    let metrics = AppMetrics::new(meter.as_ref(), name, version, tel.dropped.clone());
+    let metrics = Arc::new(AppMetrics::new(
+        meter.as_ref(),
+        name,
+        version,
+        tel.dropped.clone(),
+    ));
+    let metrics_export = match tel.otlp_metrics.take() {
+        Some(out) => Some(telemetry::at_background_priority(|| metrics.export(out))?),
+        None => None,
+    };
     let sinks = Sinks {
         logs: tel.access_logs.take(),
         spans: tel.spans.take(),
@@ -146,6 +155,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Queued requests become spans and log records first (metrics are already recorded).
     tracing::info!("stopped serving; flushing telemetry");
     recording.stop();
+    if let Some(m) = metrics_export {
+        m.stop();
+    }
     tel.shutdown();
     drop(rt);
     drop(export_rt);

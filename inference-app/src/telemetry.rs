@@ -297,8 +297,10 @@ pub struct Telemetry {
     pub access_logs: Option<LogSink>,
     /// Which exporter each signal uses, when it is not the default (logged at start).
     pub notes: Vec<String>,
-    /// Metrics, when enabled.
+    /// Metrics, when enabled and exported by the SDK.
     pub meter: Option<SdkMeterProvider>,
+    /// Metrics, when enabled and exported over OTLP by this app (taken by `serve`).
+    pub otlp_metrics: Option<crate::metrics::OtlpMetrics>,
     /// Logs, when enabled.
     pub logger: Option<SdkLoggerProvider>,
     /// Telemetry items dropped because an export queue was full.
@@ -339,6 +341,23 @@ fn otlp_spans(
     };
     exporter.set_resource(resource);
     Ok(SpanOut::Sdk(exporter))
+}
+
+/// The sender for this app's own OTLP metrics, which are cumulative: `Err` names what is left
+/// to the SDK's exporter (a delta temporality preference, and what [`otlp::target`] leaves).
+fn own_metrics(
+    protocol: Protocol,
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<otlp::Sender, String> {
+    const TEMPORALITY: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+    if let Some(t) = get(TEMPORALITY)
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "cumulative")
+    {
+        return Err(format!("{TEMPORALITY}={t}"));
+    }
+    otlp::target(otlp::Signal::Metrics, protocol, get)
+        .and_then(|t| otlp::Sender::new(otlp::Signal::Metrics, t))
 }
 
 /// Runs `f` on a short-lived thread whose nice value is 10. Threads started inside `f` (the
@@ -412,6 +431,7 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
         access_logs: None,
         notes: Vec::new(),
         meter: None,
+        otlp_metrics: None,
         logger: None,
         dropped: dropped.clone(),
         env: env.clone(),
@@ -456,7 +476,21 @@ pub fn init(env: OtelEnv, resource: Resource, model: (&str, &str)) -> anyhow::Re
             },
         });
     }
-    if env.metrics != Exporter::None {
+    if env.metrics == Exporter::Otlp {
+        match own_metrics(env.protocol[1], os_env) {
+            Ok(sender) => {
+                t.otlp_metrics = Some(crate::metrics::OtlpMetrics {
+                    sender,
+                    resource: (&resource).into(),
+                    interval: env.metric_interval,
+                })
+            }
+            Err(why) => t
+                .notes
+                .push(format!("OTLP metrics go through the SDK's exporter: {why}")),
+        }
+    }
+    if env.metrics != Exporter::None && t.otlp_metrics.is_none() {
         let b = SdkMeterProvider::builder().with_resource(resource.clone());
         let i = env.metric_interval;
         let b = match (env.metrics, env.protocol[1]) {
@@ -555,6 +589,29 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         parse(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn own_metrics_are_cumulative_and_leave_delta_to_the_sdk() {
+        const PREFERENCE: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+        let own = |pairs: &[(&str, &str)]| {
+            let m: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            own_metrics(Protocol::HttpProtobuf, |k| m.get(k).cloned())
+        };
+        for other in ["delta", "LowMemory"] {
+            let why = own(&[(PREFERENCE, other)]).err().unwrap();
+            assert!(why.contains(PREFERENCE), "{why}");
+        }
+        assert!(own(&[]).is_ok());
+        assert!(own(&[(PREFERENCE, " Cumulative ")]).is_ok());
+        let tls = (
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "https://c:4318/v1/metrics",
+        );
+        assert!(own(&[tls]).err().unwrap().contains("TLS"));
     }
 
     #[test]

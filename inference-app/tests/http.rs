@@ -74,7 +74,7 @@ fn fixture_with(body_limit: usize, access_log: Option<LogWriter>) -> Fixture {
     );
     let mut state = AppState::new(
         Arc::new(model()),
-        AppMetrics::new(None, "house-price", "1.0.0", dropped),
+        Arc::new(AppMetrics::new(None, "house-price", "1.0.0", dropped)),
         recorder,
         Some("http://localhost:4318".into()),
     );
