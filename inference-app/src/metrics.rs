@@ -141,20 +141,21 @@ impl Hist {
             return;
         }
         let c = &*self.0;
-        let i = c.bounds.partition_point(|b| *b < v);
-        c.buckets[i].fetch_add(1, Ordering::Relaxed);
         let update = |cell: &AtomicU64, f: &dyn Fn(f64) -> Option<f64>| {
             let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 f(f64::from_bits(bits)).map(f64::to_bits)
             });
         };
-        update(&c.sum, &|s| Some(s + v));
         if v < f64::from_bits(c.min.load(Ordering::Relaxed)) {
             update(&c.min, &|m| (v < m).then_some(v));
         }
         if v > f64::from_bits(c.max.load(Ordering::Relaxed)) {
             update(&c.max, &|m| (v > m).then_some(v));
         }
+        update(&c.sum, &|s| Some(s + v));
+        // Counted last: a snapshot that sees the count sees the value's sum, min and max too.
+        let i = c.bounds.partition_point(|b| *b < v);
+        c.buckets[i].fetch_add(1, Ordering::Release);
     }
 
     /// The histogram now. The count is the buckets' total, so the two always agree even while
@@ -164,7 +165,7 @@ impl Hist {
         let buckets: Vec<u64> = c
             .buckets
             .iter()
-            .map(|b| b.load(Ordering::Relaxed))
+            .map(|b| b.load(Ordering::Acquire))
             .collect();
         HistSnapshot {
             bounds: c.bounds,
@@ -280,7 +281,7 @@ impl PartialEq for Static {
 }
 
 impl AppMetrics {
-    /// Creates the series; `meter` is `None` when OTLP metrics are off.
+    /// Creates the series; `meter` is the SDK's, when the SDK exports metrics.
     pub fn new(meter: Option<&Meter>, model: &str, version: &str, dropped: Arc<AtomicU64>) -> Self {
         let mut registry = Registry::default();
         let duration_family =
