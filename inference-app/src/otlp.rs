@@ -593,7 +593,7 @@ pub enum MetricData<'a> {
 /// One series of a metric.
 #[derive(Debug)]
 pub struct Point<'a, T> {
-    /// Its attributes, by key (the order the SDK exports them in).
+    /// Its attributes, sorted by key.
     pub attributes: Vec<(&'static str, Attr<'a>)>,
     /// Its value.
     pub value: T,
