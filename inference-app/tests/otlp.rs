@@ -97,6 +97,28 @@ fn hex(b: &[u8]) -> String {
 }
 
 struct Server(Child);
+
+impl Server {
+    /// Sends SIGTERM and waits (up to 20 s) for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -422,21 +444,7 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
 
     // SIGTERM drains and exits cleanly.
     let mut server = server;
-    Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = server.terminate();
     assert!(status.success(), "{status}");
 }
 
@@ -445,7 +453,7 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
 struct HttpSink {
     traces: Arc<Mutex<Vec<(ExportTraceServiceRequest, String)>>>,
     logs: Arc<Mutex<Vec<(ExportLogsServiceRequest, String)>>>,
-    metrics: Arc<Mutex<Vec<String>>>,
+    metrics: Arc<Mutex<Vec<(ExportMetricsServiceRequest, String)>>>,
 }
 
 fn tenant(h: &axum::http::HeaderMap) -> String {
@@ -456,7 +464,7 @@ fn tenant(h: &axum::http::HeaderMap) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn otlp_http_carries_spans_and_access_records_with_the_configured_headers() {
+async fn otlp_http_carries_every_signal_with_the_configured_headers() {
     use axum::routing::post;
     use prost::Message;
     let dir = trained("http");
@@ -486,8 +494,10 @@ async fn otlp_http_carries_spans_and_access_records_with_the_configured_headers(
             "/v1/metrics",
             post({
                 let s = sink.clone();
-                |h: axum::http::HeaderMap| async move {
-                    s.metrics.lock().unwrap().push(tenant(&h));
+                |h: axum::http::HeaderMap, b: axum::body::Bytes| async move {
+                    let r =
+                        ExportMetricsServiceRequest::decode(b).expect("a valid metrics request");
+                    s.metrics.lock().unwrap().push((r, tenant(&h)));
                 }
             }),
         );
@@ -496,7 +506,8 @@ async fn otlp_http_carries_spans_and_access_records_with_the_configured_headers(
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
     // The default protocol is http/protobuf; the general endpoint gets /v1/<signal> appended.
-    let (_server, base) = serve(
+    // Ten minutes between metric exports: the only one in this test is the last, at SIGTERM.
+    let (mut server, base) = serve(
         &dir,
         &[
             ("OTEL_SERVICE_NAME", "house-price-http".into()),
@@ -505,7 +516,7 @@ async fn otlp_http_carries_spans_and_access_records_with_the_configured_headers(
                 format!("http://127.0.0.1:{port}/"),
             ),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team%20a".into()),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "500".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "600000".into()),
         ],
     )
     .await;
@@ -540,10 +551,31 @@ async fn otlp_http_carries_spans_and_access_records_with_the_configured_headers(
             .any(|rec| hex(&rec.trace_id) == trace_id)
     })
     .await;
-    wait_until("metrics over OTLP/HTTP", || {
-        !sink.metrics.lock().unwrap().is_empty()
-    })
-    .await;
+    assert!(sink.metrics.lock().unwrap().is_empty(), "no export yet");
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    // Sent at shutdown, and counting the request.
+    let requests = |r: &ExportMetricsServiceRequest| {
+        r.resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .filter(|m| m.name == "inference.requests")
+            .filter_map(|m| match &m.data {
+                Some(metric::Data::Sum(s)) => Some(s.data_points.iter()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|p| match p.value {
+                Some(number_data_point::Value::AsInt(v)) => Some(v),
+                _ => None,
+            })
+            .sum::<i64>()
+    };
+    let m = sink.metrics.lock().unwrap();
+    assert_eq!(m.len(), 1, "one export, at SIGTERM");
+    assert_eq!(requests(&m[0].0), 1);
+    drop(m);
     let t = sink.traces.lock().unwrap();
     let (req, header) = &t[0];
     assert_eq!(
@@ -555,5 +587,11 @@ async fn otlp_http_carries_spans_and_access_records_with_the_configured_headers(
         Some("house-price-http")
     );
     assert!(sink.logs.lock().unwrap().iter().all(|(_, h)| h == "team a"));
-    assert!(sink.metrics.lock().unwrap().iter().all(|h| h == "team a"));
+    assert!(
+        sink.metrics
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, h)| h == "team a")
+    );
 }
