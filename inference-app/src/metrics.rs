@@ -738,6 +738,7 @@ mod tests {
     use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry::trace::{SpanId, TraceId};
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::NumberDataPoint;
     use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     use opentelemetry_sdk::Resource;
     use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
@@ -779,6 +780,12 @@ mod tests {
         }
     }
 
+    /// A number point without its times, its attributes by key.
+    fn untimed(p: &mut NumberDataPoint) {
+        (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
+        p.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+
     /// Timestamps aside (ours are the service's start and the export's time), and with
     /// metrics, series and attributes in one order (OTLP attributes are a map: the SDK keeps
     /// some in the order they were bound in and sorts others).
@@ -799,18 +806,10 @@ mod tests {
                         h.data_points.sort_by_key(|p| format!("{:?}", p.attributes));
                     }
                     Data::Sum(s) => {
-                        for p in &mut s.data_points {
-                            (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
-                            p.attributes.sort_by(|a, b| a.key.cmp(&b.key));
-                        }
+                        s.data_points.iter_mut().for_each(untimed);
                         s.data_points.sort_by_key(|p| format!("{:?}", p.attributes));
                     }
-                    Data::Gauge(g) => {
-                        for p in &mut g.data_points {
-                            (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
-                            p.attributes.sort_by(|a, b| a.key.cmp(&b.key));
-                        }
-                    }
+                    Data::Gauge(g) => g.data_points.iter_mut().for_each(untimed),
                     other => panic!("unexpected {other:?}"),
                 }
             }

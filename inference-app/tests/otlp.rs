@@ -85,6 +85,26 @@ fn attr(r: &Option<Resource>, key: &str) -> Option<String> {
         .and_then(string)
 }
 
+/// The `inference.requests` series in a metrics export, with their attributes and counts.
+fn inference_requests(
+    r: &ExportMetricsServiceRequest,
+) -> impl Iterator<Item = (&[KeyValue], i64)> + '_ {
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter(|m| m.name == "inference.requests")
+        .filter_map(|m| match &m.data {
+            Some(metric::Data::Sum(s)) => Some(s.data_points.iter()),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|p| match p.value {
+            Some(number_data_point::Value::AsInt(v)) => Some((&p.attributes[..], v)),
+            _ => None,
+        })
+}
+
 fn string(kv: &KeyValue) -> Option<String> {
     match kv.value.as_ref()?.value.as_ref()? {
         any_value::Value::StringValue(s) => Some(s.clone()),
@@ -336,24 +356,13 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
         // inference.requests{outcome=ok} counts both predictions (cumulative).
         let ok = m
             .iter()
-            .flat_map(|r| &r.resource_metrics)
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .filter(|m| m.name == "inference.requests")
-            .filter_map(|m| match &m.data {
-                Some(metric::Data::Sum(s)) => Some(s.data_points.iter()),
-                _ => None,
-            })
-            .flatten()
-            .filter(|p| {
-                p.attributes
+            .flat_map(inference_requests)
+            .filter(|(attributes, _)| {
+                attributes
                     .iter()
                     .any(|kv| kv.key == "outcome" && string(kv).as_deref() == Some("ok"))
             })
-            .filter_map(|p| match p.value {
-                Some(number_data_point::Value::AsInt(v)) => Some(v),
-                _ => None,
-            })
+            .map(|(_, v)| v)
             .max();
         [
             "http.server.request.duration",
@@ -555,26 +564,9 @@ async fn otlp_http_carries_every_signal_with_the_configured_headers() {
     let status = server.terminate();
     assert!(status.success(), "{status}");
     // Sent at shutdown, and counting the request.
-    let requests = |r: &ExportMetricsServiceRequest| {
-        r.resource_metrics
-            .iter()
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .filter(|m| m.name == "inference.requests")
-            .filter_map(|m| match &m.data {
-                Some(metric::Data::Sum(s)) => Some(s.data_points.iter()),
-                _ => None,
-            })
-            .flatten()
-            .filter_map(|p| match p.value {
-                Some(number_data_point::Value::AsInt(v)) => Some(v),
-                _ => None,
-            })
-            .sum::<i64>()
-    };
     let m = sink.metrics.lock().unwrap();
     assert_eq!(m.len(), 1, "one export, at SIGTERM");
-    assert_eq!(requests(&m[0].0), 1);
+    assert_eq!(inference_requests(&m[0].0).map(|(_, v)| v).sum::<i64>(), 1);
     drop(m);
     let t = sink.traces.lock().unwrap();
     let (req, header) = &t[0];
