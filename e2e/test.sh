@@ -20,7 +20,10 @@ cargo test -p kotel-e2e --no-run
 if [ -n "${KOTEL_E2E_KUBECONFIG:-}" ]; then
   export KUBECONFIG=$KOTEL_E2E_KUBECONFIG
 else
-  step "start the local control plane"
+  step "build the cluster's binaries and the images (cached under ~/.cache/kotel-e2e)"
+  e2e/controlplane.sh build
+  e2e/images.sh build
+  step "start the local cluster: control plane and node"
   export KOTEL_E2E_DIR=${KOTEL_E2E_DIR:-$(mktemp -d /tmp/kotel-e2e.XXXXXX)}
   trap 'e2e/controlplane.sh down' EXIT
   e2e/controlplane.sh up >/dev/null

@@ -185,6 +185,11 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<ModelCard> {
     std::fs::create_dir_all(&args.out)?;
     let weights_path = args.out.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&tensors(&vars), &weights_path)?;
+    // safetensors creates the file 0600; an image's non-root user must be able to read it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&weights_path, std::fs::Permissions::from_mode(0o644))?;
+    }
     let mut card = ModelCard {
         name: args.name.clone(),
         version: args.version.clone(),
@@ -255,6 +260,17 @@ mod tests {
             .predict(&[vec![1000.0], vec![2000.0], vec![3000.0]])
             .unwrap();
         assert!(batch[0] < batch[1] && batch[1] < batch[2]);
+    }
+
+    #[test]
+    fn model_files_are_readable_by_an_images_non_root_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp("modes");
+        train(&args(&dir, Kind::Linear)).unwrap();
+        for f in [WEIGHTS_FILE, CARD_FILE] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "{f} has mode {mode:o}");
+        }
     }
 
     #[test]
