@@ -304,7 +304,11 @@ EOF
 }
 EOF
   say "starting containerd $(containerd --version | awk '{print $3}')"
-  start containerd containerd --config "$n/containerd.toml"
+  # Nothing is pulled from outside: containerd's registry client goes through a proxy on a
+  # closed loopback port, so an image that was not imported fails at once (ErrImagePull).
+  # (Its 1.6 CRI plugin falls back to the registry itself after a mirror, so a mirror won't do.)
+  start containerd env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
+    containerd --config "$n/containerd.toml"
   for _ in $(seq 100); do [ -S "$n/containerd.sock" ] && break; sleep 0.1; done
   ctr --address "$n/containerd.sock" version >/dev/null 2>&1 || { tail -20 "$dir/logs/containerd.log" >&2; die "containerd failed to start"; }
   say "importing images into the node's containerd"
