@@ -1,6 +1,9 @@
 //! Harness for kotel's end-to-end tests: a client for the cluster named by KUBECONFIG, a fresh
 //! namespace per test, and the operator as a real process.
 
+pub mod cluster;
+pub mod debug_exporter;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,16 +54,27 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A namespace of one test, deleted by `cleanup`.
+/// A namespace of one test, deleted by `cleanup` or, however the test ends, when dropped.
 pub struct TestNamespace {
     /// Its name.
     pub name: String,
     client: Client,
+    deleted: bool,
 }
 
 impl TestNamespace {
-    /// Creates `kotel-e2e-<prefix>-<random>` with the given annotations.
+    /// Creates `e2e-<prefix>-<random>` with the given annotations.
     pub async fn create(client: &Client, prefix: &str, annotations: Value) -> anyhow::Result<Self> {
+        Self::create_with(client, prefix, annotations, json!({})).await
+    }
+
+    /// Creates `e2e-<prefix>-<random>` with the given annotations and labels.
+    pub async fn create_with(
+        client: &Client,
+        prefix: &str,
+        annotations: Value,
+        labels: Value,
+    ) -> anyhow::Result<Self> {
         let suffix = format!(
             "{:x}",
             std::time::SystemTime::now()
@@ -71,7 +85,7 @@ impl TestNamespace {
         let name = format!("e2e-{prefix}-{suffix}");
         let ns: Namespace = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": name, "annotations": annotations}
+            "metadata": {"name": name, "annotations": annotations, "labels": labels}
         }))?;
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
@@ -88,6 +102,7 @@ impl TestNamespace {
         Ok(TestNamespace {
             name,
             client: client.clone(),
+            deleted: false,
         })
     }
 
@@ -97,10 +112,25 @@ impl TestNamespace {
     }
 
     /// Deletes the namespace.
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::default())
             .await;
+        self.deleted = true;
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if !self.deleted {
+            let _ = kubectl(&[
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ]);
+        }
     }
 }
 
@@ -261,7 +291,7 @@ pub fn free_port() -> u16 {
 
 impl Operator {
     /// Starts `kotel-operator` (KOTEL_OPERATOR_BIN, else target/debug/kotel-operator) and waits
-    /// until it is ready (caches synced, leader).
+    /// until it leads and its caches have synced (readiness alone does not wait for the Lease).
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(None, "default").await
     }
@@ -323,7 +353,9 @@ impl Operator {
                     "the operator exited during start-up with {status}"
                 ));
             }
-            if http_get(&url).await.is_ok_and(|(code, _)| code == 200) {
+            if http_get(&url).await.is_ok_and(|(code, body)| {
+                code == 200 && body.contains("leader: true") && body.contains("caches synced: true")
+            }) {
                 break Ok(());
             }
             if start.elapsed() > Duration::from_secs(60) {
@@ -348,12 +380,7 @@ impl Operator {
     /// The value of an unlabelled or summed metric from /metrics.
     pub async fn metric_sum(&self, name: &str) -> anyhow::Result<f64> {
         let (_, body) = http_get(&format!("http://{}/metrics", self.addr)).await?;
-        Ok(body
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split([' ', '{']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(metric_sum(&body, name))
     }
 
     /// Stops it with SIGTERM and waits for it to exit.
@@ -379,6 +406,16 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The sum of every series of metric `name` in a Prometheus text exposition.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A minimal HTTP GET over loopback (status, body).

@@ -34,6 +34,10 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Print every reply's body on a line of its own (before the summary), so that a caller
+    /// can see each reply's trace_id and request_id.
+    #[arg(long)]
+    pub replies: bool,
 }
 
 /// What a run measured.
@@ -115,7 +119,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn post(&mut self, path: &str, body: &Bytes) -> bool {
+    async fn post(&mut self, path: &str, body: &Bytes, print_reply: bool) -> bool {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.sender = connect(&self.authority).await.ok();
         }
@@ -134,7 +138,14 @@ impl Conn {
         match sender.send_request(req).await {
             Ok(resp) => {
                 let ok = resp.status().is_success();
-                ok && resp.into_body().collect().await.is_ok()
+                match resp.into_body().collect().await {
+                    Ok(reply) if print_reply => {
+                        println!("{}", String::from_utf8_lossy(&reply.to_bytes()).trim_end());
+                        ok
+                    }
+                    Ok(_) => ok,
+                    Err(_) => false,
+                }
             }
             Err(_) => {
                 self.sender = None;
@@ -219,6 +230,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         let path = path.clone();
         let body = Bytes::from(args.body.clone());
         let timed = deadline.is_some();
+        let print_reply = args.replies;
         workers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let mut next = start
@@ -239,7 +251,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
                     next += p;
                 }
                 let t = Instant::now();
-                let ok = conn.post(&path, &body).await;
+                let ok = conn.post(&path, &body, print_reply).await;
                 let _ = local.record(t.elapsed().as_micros().max(1) as u64);
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);

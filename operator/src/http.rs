@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 pub struct State {
     /// The metrics registry.
     pub registry: Arc<Registry>,
+    /// The API server answered and kotel's CRDs are installed.
+    pub crds: Arc<AtomicBool>,
     /// Every reflector store has listed once.
     pub synced: Arc<AtomicBool>,
     /// This replica holds the leader Lease.
@@ -44,15 +46,26 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness never waits for the Lease: a standby that reaches the API and finds the CRDs is
+/// ready, so a rolling upgrade's new pod becomes ready while the old one still leads. The
+/// leader is ready once its caches have synced.
+pub fn is_ready(crds: bool, leader: bool, synced: bool) -> bool {
+    crds && (!leader || synced)
+}
+
 async fn readyz(AxumState(s): AxumState<State>) -> (StatusCode, String) {
+    let crds = s.crds.load(Ordering::SeqCst);
     let synced = s.synced.load(Ordering::SeqCst);
     let leader = s.leader.load(Ordering::SeqCst);
-    let code = if synced && leader {
+    let code = if is_ready(crds, leader, synced) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, format!("caches synced: {synced}\nleader: {leader}\n"))
+    (
+        code,
+        format!("crds found: {crds}\nleader: {leader}\ncaches synced: {synced}\n"),
+    )
 }
 
 /// The router.
@@ -77,8 +90,29 @@ mod tests {
         m.register(&mut reg);
         State {
             registry: Arc::new(reg),
+            crds: Arc::new(AtomicBool::new(false)),
             synced: Arc::new(AtomicBool::new(false)),
             leader: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    #[test]
+    fn readiness_needs_the_crds_and_a_leaders_caches_but_never_the_lease() {
+        for crds in [false, true] {
+            for leader in [false, true] {
+                for synced in [false, true] {
+                    let expected = match (crds, leader, synced) {
+                        (false, _, _) => false,
+                        (true, false, _) => true,
+                        (true, true, synced) => synced,
+                    };
+                    assert_eq!(
+                        is_ready(crds, leader, synced),
+                        expected,
+                        "{crds} {leader} {synced}"
+                    );
+                }
+            }
         }
     }
 
@@ -100,17 +134,17 @@ mod tests {
         let s = state();
         let r = router(s.clone());
         assert_eq!(get_status(&r, "/healthz").await.0, StatusCode::OK);
-        assert_eq!(
-            get_status(&r, "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(get_status(&r, "/readyz").await.0, unavailable);
+        s.crds.store(true, Ordering::SeqCst);
+        assert_eq!(get_status(&r, "/readyz").await.0, unavailable);
         s.synced.store(true, Ordering::SeqCst);
         assert_eq!(get_status(&r, "/readyz").await.0, StatusCode::OK);
+        // A standby is ready: readiness never waits for the Lease.
         s.leader.store(false, Ordering::SeqCst);
-        assert_eq!(
-            get_status(&r, "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        s.synced.store(false, Ordering::SeqCst);
+        let (code, body) = get_status(&r, "/readyz").await;
+        assert_eq!(code, StatusCode::OK, "{body}");
         let (code, body) = get_status(&r, "/metrics").await;
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains("kotel_reconciles_total"), "{body}");

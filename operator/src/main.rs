@@ -97,10 +97,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let metrics = Metrics::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
+        let crds_found = Arc::new(AtomicBool::new(false));
         let synced = Arc::new(AtomicBool::new(false));
         let is_leader = Arc::new(AtomicBool::new(!args.leader_election));
         let state = http::State {
             registry: Arc::new(registry),
+            crds: crds_found.clone(),
             synced: synced.clone(),
             leader: is_leader.clone(),
         };
@@ -135,6 +137,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             r = controller::wait_for_crds(&client) => r?,
             _ = stopped() => return Ok(()),
         }
+        crds_found.store(true, Ordering::SeqCst);
 
         let mut election = None;
         if args.leader_election {

@@ -1,0 +1,622 @@
+//! The user story on pods that really run: the operator chart as a pod (installed, upgraded
+//! with one and two replicas), then examples/ and the inference-app chart in a namespace that
+//! enforces Pod Security `restricted`, with telemetry going app → native sidecar → gateway
+//! Collector (deployment mode) → the gateway's debug exporter, read back from its pod logs.
+//!
+//! Images: kotel/<name>:e2e from `e2e/images.sh` (KOTEL_E2E_IMAGE_PREFIX and _TAG to change);
+//! on kind, load them with `kind load image-archive ~/.cache/kotel-e2e/images/images.tar`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kotel_e2e::cluster::{self, Release, image, image_repository, image_tag};
+use kotel_e2e::debug_exporter::{self, Signal};
+use kotel_e2e::*;
+use kotel_operator::collector::Collector;
+use kotel_operator::instrumentation::Instrumentation;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=kotel-operator";
+const APP: &str = "house-price";
+const APP_SELECTOR: &str = "app.kubernetes.io/name=house-price";
+const GATEWAY: &str = "gateway-collector";
+
+/// The operator chart's values: its own, except the image.
+fn operator_values() -> Vec<(&'static str, String)> {
+    vec![
+        ("image.repository", image_repository("operator")),
+        ("image.tag", image_tag()),
+    ]
+}
+
+fn chart(name: &str) -> std::path::PathBuf {
+    repo_root().join("charts").join(name)
+}
+
+async fn setup_operator(client: &Client, prefix: &str) -> anyhow::Result<(TestNamespace, Release)> {
+    cluster::require_node(client).await?;
+    install_crds(client).await?;
+    let ns = TestNamespace::create(client, prefix, json!({})).await?;
+    let release = Release::install(
+        &ns.name,
+        &ns.name,
+        &chart("kotel-operator"),
+        &operator_values(),
+    )?;
+    Ok((ns, release))
+}
+
+/// The operator Deployment's name: the chart's fullname for a release named like its namespace.
+fn operator_deployment(release: &Release) -> String {
+    format!("{}-kotel-operator", release.name)
+}
+
+async fn operator_metrics(client: &Client, ns: &str, pod: &str) -> anyhow::Result<String> {
+    cluster::proxy_get(client, ns, pod, 8080, "/metrics").await
+}
+
+async fn ready_operator_pods(client: &Client, ns: &str, want: usize) -> anyhow::Result<Vec<Pod>> {
+    let out = std::sync::Mutex::new(Vec::new());
+    wait_for(
+        &format!("{want} ready operator pod(s) and no other"),
+        Duration::from_secs(120),
+        || {
+            let out = &out;
+            async move {
+                let pods = cluster::pods(client, ns, OPERATOR_SELECTOR).await?;
+                let ok = pods.len() == want && pods.iter().all(cluster::is_ready);
+                *out.lock().unwrap() = pods;
+                Ok(ok)
+            }
+        },
+    )
+    .await?;
+    Ok(out.into_inner().unwrap())
+}
+
+/// The Lease holder among `pods`, once one holds it.
+async fn leader(client: &Client, ns: &str, pods: &[Pod]) -> anyhow::Result<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let names: BTreeSet<String> = pods.iter().map(|p| p.name_any()).collect();
+    let holder = std::sync::Mutex::new(String::new());
+    wait_for("a pod to hold the Lease", Duration::from_secs(60), || {
+        let holder = &holder;
+        let (leases, names) = (&leases, &names);
+        async move {
+            let h = leases
+                .get_opt("kotel-operator")
+                .await?
+                .and_then(|l| l.spec?.holder_identity)
+                .unwrap_or_default();
+            let ok = names.contains(&h);
+            *holder.lock().unwrap() = h;
+            Ok(ok)
+        }
+    })
+    .await?;
+    Ok(holder.into_inner().unwrap())
+}
+
+/// An annotated Deployment and an Instrumentation in a new namespace; returns when kotel
+/// injected it.
+async fn injected_workload(client: &Client) -> anyhow::Result<TestNamespace> {
+    let ns = TestNamespace::create(client, "writes", json!({})).await?;
+    ns.apply(json!({
+        "apiVersion": "kotel.dev/v1alpha1", "kind": "Instrumentation",
+        "metadata": {"name": "default"},
+        "spec": {"exporter": {"endpoint": "http://collector:4318"}}
+    }))
+    .await?;
+    ns.apply(deployment(
+        "web",
+        json!({"kotel.dev/inject": "true"}),
+        json!([]),
+    ))
+    .await?;
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("kotel to inject web", Duration::from_secs(60), || async {
+        Ok(template_hash(&api.get("web").await?).is_some())
+    })
+    .await?;
+    Ok(ns)
+}
+
+#[tokio::test]
+async fn the_operator_chart_runs_as_a_pod_and_upgrades_with_one_and_two_replicas()
+-> anyhow::Result<()> {
+    let client = client().await?;
+    let (ns, release) = setup_operator(&client, "chart").await?;
+    let name = operator_deployment(&release);
+
+    // Installed: a Ready pod under the chart's ServiceAccount, /metrics at the pod's address.
+    cluster::wait_rollout(&client, &ns.name, &name).await?;
+    let first = ready_operator_pods(&client, &ns.name, 1).await?;
+    let pod = &first[0];
+    assert_eq!(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref()),
+        Some(name.as_str())
+    );
+    let metrics = operator_metrics(&client, &ns.name, &pod.name_any()).await?;
+    assert!(metrics.contains("kotel_reconciles_total"), "{metrics}");
+
+    // An upgrade with a changed value completes with one replica: the new pod is ready
+    // although the old one holds the Lease until it stops.
+    release.upgrade(&chart("kotel-operator"), &[("logFormat", "text".into())])?;
+    cluster::wait_rollout(&client, &ns.name, &name).await?;
+    let second = ready_operator_pods(&client, &ns.name, 1).await?;
+    assert_ne!(
+        second[0].name_any(),
+        pod.name_any(),
+        "the upgrade made a new pod"
+    );
+    let logs = cluster::logs(&client, &ns.name, &second[0].name_any(), "operator").await?;
+    assert!(
+        !logs.trim_start().starts_with('{'),
+        "logFormat=text took effect: {logs}"
+    );
+
+    // Two replicas: one leads, the other stands by and is ready all the same.
+    release.upgrade(&chart("kotel-operator"), &[("replicaCount", "2".into())])?;
+    cluster::wait_rollout(&client, &ns.name, &name).await?;
+    let two = ready_operator_pods(&client, &ns.name, 2).await?;
+    let holder = leader(&client, &ns.name, &two).await?;
+    let standby = two
+        .iter()
+        .map(|p| p.name_any())
+        .find(|n| *n != holder)
+        .unwrap();
+    let readyz = cluster::proxy_get(&client, &ns.name, &standby, 8080, "/readyz").await?;
+    assert!(readyz.contains("leader: false"), "{readyz}");
+
+    // Only the leader writes.
+    let work = injected_workload(&client).await?;
+    let writes = |pod: String| {
+        let (client, ns) = (client.clone(), ns.name.clone());
+        async move {
+            Ok::<_, anyhow::Error>(metric_sum(
+                &operator_metrics(&client, &ns, &pod).await?,
+                "kotel_writes_total",
+            ))
+        }
+    };
+    assert!(
+        writes(holder.clone()).await? >= 1.0,
+        "the leader injected web"
+    );
+    assert_eq!(writes(standby.clone()).await?, 0.0, "the standby wrote");
+
+    // And an upgrade of two replicas with a changed value completes too.
+    release.upgrade(&chart("kotel-operator"), &[("logFormat", "json".into())])?;
+    cluster::wait_rollout(&client, &ns.name, &name).await?;
+    let after = ready_operator_pods(&client, &ns.name, 2).await?;
+    leader(&client, &ns.name, &after).await?;
+    drop(work);
+    drop(release);
+    ns.cleanup().await;
+    Ok(())
+}
+
+/// examples/ made to run here: the namespaces `demo` and `observability` become the test's,
+/// every Collector runs the suite's collector image, the gateway runs one replica and prints
+/// what it receives in detail (the sink this test reads), and the Instrumentation samples
+/// every trace and exports metrics every 5 s, so each reply's trace can be found quickly.
+fn examples(app_ns: &str, obs_ns: &str) -> anyhow::Result<Vec<Value>> {
+    use k8s_openapi::serde::Deserialize;
+    let mut out = Vec::new();
+    for file in ["instrumentation.yaml", "collector.yaml", "gateway.yaml"] {
+        let text = std::fs::read_to_string(repo_root().join("examples").join(file))?
+            .replace(".observability.svc", &format!(".{obs_ns}.svc"))
+            .replace("verbosity: basic", "verbosity: detailed");
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let mut v = Value::deserialize(doc)?;
+            match v["metadata"]["namespace"].as_str() {
+                Some("demo") => v["metadata"]["namespace"] = json!(app_ns),
+                Some("observability") => v["metadata"]["namespace"] = json!(obs_ns),
+                _ => continue, // the Namespaces themselves
+            }
+            match v["kind"].as_str() {
+                Some("Collector") => {
+                    v["spec"]["image"] = json!(image("otelcol-kotel"));
+                    if v["spec"]["mode"] == "deployment" {
+                        v["spec"]["replicas"] = json!(1);
+                    }
+                }
+                Some("Instrumentation") => {
+                    v["spec"]["sampler"] = json!({"type": "parentbased_always_on"});
+                    v["spec"]["metricExportInterval"] = json!("5s");
+                }
+                _ => {}
+            }
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// A pod that posts `n` predictions to the app's Service by its DNS name and prints each reply.
+fn client_pod(name: &str, app_ns: &str, n: u32) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "client",
+                "image": image("inference-app"),
+                "args": ["load", "--url", format!("http://{APP}.{app_ns}.svc.cluster.local:8000/predict"),
+                         "--requests", n.to_string(), "--concurrency", "1", "--quiet", "--replies"],
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"drop": ["ALL"]}}
+            }]
+        }
+    })
+}
+
+/// Runs a client pod and returns the trace ids of its replies.
+async fn send(client: &Client, app_ns: &str, name: &str, n: u32) -> anyhow::Result<Vec<String>> {
+    let out = cluster::run_to_completion(client, app_ns, client_pod(name, app_ns, n)).await?;
+    let ids: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            let v: Value = serde_json::from_str(l)?;
+            Ok(v["trace_id"].as_str().context("trace_id")?.to_string())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(ids.len() == n as usize, "{n} replies expected: {out}");
+    Ok(ids)
+}
+
+fn gateway_selector(obs_ns: &str) -> String {
+    format!("app.kubernetes.io/instance={obs_ns}.gateway")
+}
+
+/// Everything the gateway's debug exporter printed, over all its pods.
+async fn received(client: &Client, obs_ns: &str) -> anyhow::Result<Vec<debug_exporter::Resource>> {
+    let mut all = Vec::new();
+    for p in cluster::pods(client, obs_ns, &gateway_selector(obs_ns)).await? {
+        let log = cluster::logs(client, obs_ns, &p.name_any(), "collector")
+            .await
+            .or_else(|_| Ok::<_, anyhow::Error>(String::new()))?;
+        all.extend(debug_exporter::parse(&log));
+    }
+    Ok(all)
+}
+
+/// The resource attributes kotel promises, with the values the kubelet filled in for `pod`.
+fn expected_attributes(app_ns: &str, pod: &Pod) -> Vec<(&'static str, String)> {
+    let name = pod.name_any();
+    vec![
+        ("service.name", APP.to_string()),
+        ("service.instance.id", format!("{app_ns}.{name}.app")),
+        ("k8s.namespace.name", app_ns.to_string()),
+        ("k8s.deployment.name", APP.to_string()),
+        ("k8s.pod.name", name),
+        (
+            "k8s.node.name",
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+        ),
+    ]
+}
+
+fn matches(r: &debug_exporter::Resource, want: &[(&str, String)]) -> bool {
+    want.iter().all(|(k, v)| r.attr(k) == Some(v.as_str()))
+}
+
+/// Waits until the gateway received, from `pod`'s resource, a server span of every trace in
+/// `traces` and, when `all_signals`, metrics and logs too.
+async fn wait_received(
+    client: &Client,
+    obs_ns: &str,
+    want: &[(&str, String)],
+    traces: &[String],
+    all_signals: bool,
+) -> anyhow::Result<()> {
+    let missing = std::sync::Mutex::new(String::new());
+    let waited = wait_for(
+        "the gateway to receive the app's telemetry",
+        Duration::from_secs(120),
+        || {
+            let missing = &missing;
+            async move {
+                let got = received(client, obs_ns).await?;
+                let from_pod: Vec<_> = got.iter().filter(|r| matches(r, want)).collect();
+                let server_traces: BTreeSet<&str> = from_pod
+                    .iter()
+                    .filter(|r| r.signal == Signal::Traces)
+                    .flat_map(|r| r.spans.iter())
+                    .filter(|s| s.kind == "Server")
+                    .map(|s| s.trace_id.as_str())
+                    .collect();
+                let lost: Vec<&String> = traces
+                    .iter()
+                    .filter(|t| !server_traces.contains(t.as_str()))
+                    .collect();
+                let has = |s: Signal| from_pod.iter().any(|r| r.signal == s);
+                *missing.lock().unwrap() = format!(
+                    "{} of {} traces missing; metrics {}, logs {}; {} resources received in all",
+                    lost.len(),
+                    traces.len(),
+                    has(Signal::Metrics),
+                    has(Signal::Logs),
+                    got.len()
+                );
+                Ok(
+                    lost.is_empty()
+                        && (!all_signals || (has(Signal::Metrics) && has(Signal::Logs))),
+                )
+            }
+        },
+    )
+    .await;
+    let missing = missing.into_inner().unwrap();
+    waited.with_context(|| format!("{missing}; wanted resource {want:?}"))
+}
+
+/// The one running app pod (after a rollout).
+async fn app_pod(client: &Client, app_ns: &str) -> anyhow::Result<Pod> {
+    let mut pods = cluster::pods(client, app_ns, APP_SELECTOR).await?;
+    pods.retain(cluster::is_ready);
+    anyhow::ensure!(
+        pods.len() == 1,
+        "one ready app pod expected, got {}",
+        pods.len()
+    );
+    Ok(pods.remove(0))
+}
+
+/// Deletes a pod and returns the last status seen before it was gone.
+async fn delete_and_watch(client: &Client, ns: &str, name: &str) -> anyhow::Result<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(api.clone(), cfg).boxed();
+    // The watch is established (its initial list seen) before the delete is sent.
+    let mut last = None;
+    while let Some(e) = events.next().await {
+        match e? {
+            watcher::Event::InitApply(p) => last = Some(p),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    api.delete(name, &Default::default()).await?;
+    let gone = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(e) = events.next().await {
+            match e? {
+                watcher::Event::Apply(p) => last = Some(p),
+                watcher::Event::Delete(p) => {
+                    last = Some(p);
+                    return Ok::<_, anyhow::Error>(());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .await;
+    gone.context("the pod was not gone within 90 s")??;
+    last.context("the pod was never seen")
+}
+
+fn finished_at(
+    statuses: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>,
+    name: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    let s = statuses?.iter().find(|s| s.name == name)?;
+    s.state.as_ref()?.terminated.as_ref()?.finished_at.clone()
+}
+
+#[tokio::test]
+async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
+    let client = client().await?;
+    let (op_ns, operator) = setup_operator(&client, "kotel").await?;
+    let obs = TestNamespace::create(&client, "obs", json!({})).await?;
+    let app = TestNamespace::create_with(
+        &client,
+        "app",
+        json!({}),
+        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+    )
+    .await?;
+    for obj in examples(&app.name, &obs.name)? {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
+        apply_json(&client, &ns, obj, "kotel-e2e-user").await?;
+    }
+    cluster::wait_rollout(&client, &obs.name, GATEWAY).await?;
+
+    // The app chart, annotated for inject and sidecar, in the restricted namespace.
+    let _app_release = Release::install(
+        APP,
+        &app.name,
+        &chart("inference-app"),
+        &[
+            ("image.repository", image_repository("inference-app")),
+            ("image.tag", image_tag()),
+        ],
+    )?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.name);
+    wait_for(
+        "kotel to inject the app",
+        Duration::from_secs(60),
+        || async { Ok(template_hash(&deployments.get(APP).await?).is_some()) },
+    )
+    .await?;
+    cluster::wait_rollout(&client, &app.name, APP).await?;
+    let pod = app_pod(&client, &app.name).await?;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let sidecar = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == "kotel-collector")
+        .context("the pod has no kotel-collector")?;
+    assert_eq!(
+        sidecar.restart_policy.as_deref(),
+        Some("Always"),
+        "a native sidecar"
+    );
+    let status = pod.status.clone().unwrap_or_default();
+    let sidecar_status = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find(|s| s.name == "kotel-collector")
+        .context("no status of kotel-collector")?;
+    assert_eq!(sidecar_status.started, Some(true), "{sidecar_status:?}");
+    assert!(
+        sidecar_status
+            .state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some()
+    );
+
+    // Requests by DNS name; every reply's trace, and metrics and logs, reach the gateway with
+    // the attributes kotel promised.
+    let traces = send(&client, &app.name, "client-1", 5).await?;
+    let want = expected_attributes(&app.name, &pod);
+    wait_received(&client, &obs.name, &want, &traces, true).await?;
+
+    // Flush on shutdown: the spans of requests answered just before the pod is deleted all
+    // arrive, and the native sidecar stops after the app.
+    let traces = send(&client, &app.name, "client-2", 20).await?;
+    let last = delete_and_watch(&client, &app.name, &pod.name_any()).await?;
+    wait_received(&client, &obs.name, &want, &traces, false).await?;
+    let st = last.status.unwrap_or_default();
+    let app_done = finished_at(st.container_statuses.as_ref(), "app");
+    let sidecar_done = finished_at(st.init_container_statuses.as_ref(), "kotel-collector");
+    assert!(
+        app_done.is_some() && sidecar_done.is_some() && app_done <= sidecar_done,
+        "the app finished at {app_done:?}, the sidecar at {sidecar_done:?}"
+    );
+    cluster::wait_rollout(&client, &app.name, APP).await?;
+
+    // An Instrumentation change rolls the Deployment out, and the new pods show it.
+    let before = template_hash(&deployments.get(APP).await?);
+    let insts: Api<Instrumentation> = Api::namespaced(client.clone(), &app.name);
+    insts
+        .patch(
+            "default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resourceAttributes": {"e2e.change": "rolled"}}})),
+        )
+        .await?;
+    wait_for("a new config hash", Duration::from_secs(60), || async {
+        Ok(template_hash(&deployments.get(APP).await?) != before)
+    })
+    .await?;
+    cluster::wait_rollout(&client, &app.name, APP).await?;
+    let pod = app_pod(&client, &app.name).await?;
+    let mut want = expected_attributes(&app.name, &pod);
+    want.push(("e2e.change", "rolled".into()));
+    let traces = send(&client, &app.name, "client-3", 3).await?;
+    wait_received(&client, &obs.name, &want, &traces, false).await?;
+
+    // The operator gone: new app pods are instrumented all the same, and with the operator
+    // back nothing is written.
+    let op_deployments: Api<Deployment> = Api::namespaced(client.clone(), &op_ns.name);
+    let op_name = operator_deployment(&operator);
+    let scale = |n: i32| Patch::Merge(json!({"spec": {"replicas": n}}));
+    op_deployments
+        .patch(&op_name, &PatchParams::default(), &scale(0))
+        .await?;
+    ready_operator_pods(&client, &op_ns.name, 0).await?;
+    deployments
+        .patch(APP, &PatchParams::default(), &scale(2))
+        .await?;
+    cluster::wait_rollout(&client, &app.name, APP).await?;
+    let pods = cluster::pods(&client, &app.name, APP_SELECTOR).await?;
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        let spec = p.spec.as_ref().unwrap();
+        assert!(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .any(|c| c.name == "kotel-collector"),
+            "{} has no sidecar",
+            p.name_any()
+        );
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        assert_eq!(env_value(&env, "OTEL_SERVICE_NAME"), Some(APP));
+    }
+    let generation = deployments.get(APP).await?.metadata.generation;
+    op_deployments
+        .patch(&op_name, &PatchParams::default(), &scale(1))
+        .await?;
+    let op = ready_operator_pods(&client, &op_ns.name, 1).await?;
+    let op_pod = op[0].name_any();
+    wait_for(
+        "the operator to reconcile the app",
+        Duration::from_secs(60),
+        || async {
+            let m = operator_metrics(&client, &op_ns.name, &op_pod).await?;
+            Ok(metric_sum(&m, "kotel_injected_workloads") >= 1.0)
+        },
+    )
+    .await?;
+    let m = operator_metrics(&client, &op_ns.name, &op_pod).await?;
+    assert_eq!(metric_sum(&m, "kotel_writes_total"), 0.0, "{m}");
+    assert_eq!(deployments.get(APP).await?.metadata.generation, generation);
+
+    // A gateway Collector with an invalid config: the running gateway keeps serving with its
+    // pod template unchanged.
+    let gateway: Api<Deployment> = Api::namespaced(client.clone(), &obs.name);
+    let template = gateway.get(GATEWAY).await?.spec.map(|s| s.template);
+    let gateway_pods: Vec<String> = cluster::pods(&client, &obs.name, &gateway_selector(&obs.name))
+        .await?
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    let collectors: Api<Collector> = Api::namespaced(client.clone(), &obs.name);
+    let bad = "receivers: {otlp: {protocols: {grpc: {}}}}\nexporters: {debug: {}}\nservice: {pipelines: {traces: {receivers: [otlp], exporters: [nope]}}}\n";
+    collectors
+        .patch(
+            "gateway",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"config": bad}})),
+        )
+        .await?;
+    wait_for(
+        "ConfigValid=False on the gateway",
+        Duration::from_secs(60),
+        || async {
+            let c = collectors.get("gateway").await?;
+            Ok(c.status
+                .map(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "ConfigValid" && c.status == "False"))
+        },
+    )
+    .await?;
+    assert_eq!(
+        gateway.get(GATEWAY).await?.spec.map(|s| s.template),
+        template
+    );
+    let now: Vec<String> = cluster::pods(&client, &obs.name, &gateway_selector(&obs.name))
+        .await?
+        .iter()
+        .filter(|p| cluster::is_ready(p))
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(now, gateway_pods, "the gateway pods were replaced");
+    let traces = send(&client, &app.name, "client-4", 3).await?;
+    let any_app_pod = [("service.name", APP.to_string())];
+    wait_received(&client, &obs.name, &any_app_pod, &traces, false).await?;
+    Ok(())
+}
