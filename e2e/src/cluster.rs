@@ -128,7 +128,8 @@ pub fn is_ready(p: &Pod) -> bool {
 }
 
 /// Waits until a Deployment has rolled out completely: its controller saw the newest spec,
-/// and all of its replicas are updated, ready and available, with no old pod left.
+/// all of its replicas are updated, ready and available, and no old pod is left, not even a
+/// terminating one (a Service may still send it a connection that it then drops).
 pub async fn wait_rollout(client: &Client, ns: &str, name: &str) -> anyhow::Result<Deployment> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
     wait_for(
@@ -136,13 +137,27 @@ pub async fn wait_rollout(client: &Client, ns: &str, name: &str) -> anyhow::Resu
         Duration::from_secs(180),
         || async {
             let d = api.get(name).await?;
-            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let spec = d.spec.clone().unwrap_or_default();
+            let want = spec.replicas.unwrap_or(1);
             let s = d.status.clone().unwrap_or_default();
-            Ok(s.observed_generation >= d.metadata.generation
+            let done = s.observed_generation >= d.metadata.generation
                 && s.replicas == Some(want)
                 && s.updated_replicas.unwrap_or(0) == want
                 && s.ready_replicas.unwrap_or(0) == want
-                && s.available_replicas.unwrap_or(0) == want)
+                && s.available_replicas.unwrap_or(0) == want;
+            if !done {
+                return Ok(false);
+            }
+            let selector = spec
+                .selector
+                .match_labels
+                .unwrap_or_default()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let pods = pods(client, ns, &selector).await?;
+            Ok(pods.len() == want as usize && pods.iter().all(is_ready))
         },
     )
     .await?;

@@ -265,7 +265,9 @@ fn client_pod(name: &str, app_ns: &str, n: u32) -> Value {
 
 /// Runs a client pod and returns the trace ids of its replies.
 async fn send(client: &Client, app_ns: &str, name: &str, n: u32) -> anyhow::Result<Vec<String>> {
-    let out = cluster::run_to_completion(client, app_ns, client_pod(name, app_ns, n)).await?;
+    let out = cluster::run_to_completion(client, app_ns, client_pod(name, app_ns, n))
+        .await
+        .with_context(|| format!("client pod {name}"))?;
     let ids: Vec<String> = out
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -274,7 +276,10 @@ async fn send(client: &Client, app_ns: &str, name: &str, n: u32) -> anyhow::Resu
             Ok(v["trace_id"].as_str().context("trace_id")?.to_string())
         })
         .collect::<anyhow::Result<_>>()?;
-    anyhow::ensure!(ids.len() == n as usize, "{n} replies expected: {out}");
+    anyhow::ensure!(
+        ids.len() == n as usize,
+        "{name}: {n} replies expected: {out}"
+    );
     Ok(ids)
 }
 
