@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# `make demo`: kotel end to end on a machine without Docker. Starts the local control plane,
-# installs the CRDs, runs the operator, applies examples/, and shows what kotel injected into
-# the Deployment and into the ReplicaSet the real controller-manager stamped from it. Then it
-# runs the inference app as a local process with exactly that env (read back from the API),
-# next to a real OpenTelemetry Collector running the sidecar configuration kotel rendered,
-# sends requests, and shows the spans the collector received.
+# `make demo`: kotel end to end on this machine, no Docker needed. Starts the local cluster
+# (e2e/controlplane.sh: control plane and a node), helm-installs the operator chart as a pod,
+# applies examples/ and deploys the inference-app chart annotated for injection and a sidecar,
+# sends requests from a client pod to the app's Service by its DNS name, and shows the
+# patched workload and the spans the gateway Collector received from the running pods.
+#
+# Where the node cannot start (not root, containerd missing, ...), it says why and falls back
+# to the process-based demo: the operator and the inference app as local processes, the app
+# with exactly the env kotel injected, and a real Collector with the sidecar configuration.
 # Ctrl-C stops everything. KOTEL_DEMO_EXIT=1 stops right after showing the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +30,84 @@ cargo build -q -p kotel-operator -p inference-app
 bin=${CARGO_TARGET_DIR:-target}/debug/kotel-operator
 app=${CARGO_TARGET_DIR:-target}/debug/inference-app
 
-say "starting a local control plane (etcd, kube-apiserver, kube-controller-manager)"
+say "building the cluster's binaries and the images (cached under ~/.cache/kotel-e2e)"
+e2e/controlplane.sh build
+e2e/images.sh build || echo "the images could not be built; the node will not start"
+tag=${KOTEL_E2E_IMAGE_TAG:-e2e}
+
+say "starting the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler; kubelet, kube-proxy, containerd, CoreDNS)"
 e2e/controlplane.sh up >/dev/null
 eval "$(e2e/controlplane.sh env)"
+mode=$(cat "$KOTEL_E2E_DIR/mode")
 
+# Examples' Collectors with the suite's collector image (the upstream default cannot be pulled
+# here), and a gateway that prints what it receives in full.
+collectors() {
+  sed -e "s#^  mode: \(sidecar\|deployment\)\$#  mode: \1\n  image: kotel/otelcol-kotel:$tag#" \
+    -e 's/verbosity: basic/verbosity: detailed/' -e 's/replicas: 2/replicas: 1/' "$@"
+}
+
+if [ "$mode" = node ]; then
+  say "helm install kotel charts/kotel-operator (the operator runs as a pod)"
+  helm install kotel charts/kotel-operator -n kotel-system --create-namespace \
+    --set image.repository=kotel/operator --set image.tag="$tag" --wait --timeout 3m
+  kubectl get pods -n kotel-system -o wide
+
+  say "applying examples/ (Instrumentation, sidecar Collector, gateway Collector)"
+  kubectl create namespace demo
+  kubectl apply -f examples/instrumentation.yaml
+  collectors examples/collector.yaml | kubectl apply -f -
+  collectors examples/gateway.yaml | kubectl apply -f -
+
+  say "helm install house-price charts/inference-app -n demo (annotated kotel.dev/inject and kotel.dev/sidecar)"
+  helm install house-price charts/inference-app -n demo \
+    --set image.repository=kotel/inference-app --set image.tag="$tag" --wait --timeout 3m
+  for _ in $(seq 120); do
+    hash=$(kubectl get deploy -n demo house-price -o jsonpath='{.spec.template.metadata.annotations.kotel\.dev/config-hash}')
+    [ -n "$hash" ] && break
+    sleep 0.5
+  done
+  [ -n "$hash" ] || { echo "kotel did not inject; operator log:"; kubectl logs -n kotel-system deploy/kotel-kotel-operator | tail -20; exit 1; }
+  kubectl rollout status -n demo deploy/house-price --timeout 3m
+  kubectl rollout status -n observability deploy/gateway-collector --timeout 3m
+
+  say "kubectl get kinst,kcol -A"
+  kubectl get kinst,kcol -A
+  say "Deployment demo/house-price: config hash $hash, env of container app"
+  kubectl get deploy -n demo house-price -o go-template='{{range (index .spec.template.spec.containers 0).env}}{{.name}}={{if .value}}{{.value}}{{else}}<from {{if .valueFrom.fieldRef}}{{.valueFrom.fieldRef.fieldPath}}{{else}}secret{{end}}>{{end}}{{"\n"}}{{end}}'
+  say "its pods: the app and the native sidecar kotel-collector (initContainers, restartPolicy Always)"
+  kubectl get pods -n demo -o wide
+  kubectl get pods -n demo -l app.kubernetes.io/name=house-price -o go-template='{{range .items}}{{.metadata.name}}:{{range .status.initContainerStatuses}} {{.name}} started={{.started}}{{end}}{{range .status.containerStatuses}} {{.name}} ready={{.ready}}{{end}}{{"\n"}}{{end}}'
+
+  say "a client pod posts 20 predictions to http://house-price.demo.svc.cluster.local:8000/predict"
+  kubectl run demo-client -n demo --restart=Never --image="kotel/inference-app:$tag" -- \
+    load --url http://house-price.demo.svc.cluster.local:8000/predict --requests 20 --concurrency 2 --quiet --replies >/dev/null
+  for _ in $(seq 120); do
+    phase=$(kubectl get pod -n demo demo-client -o jsonpath='{.status.phase}')
+    [ "$phase" = Succeeded ] || [ "$phase" = Failed ] && break
+    sleep 0.5
+  done
+  kubectl logs -n demo demo-client >"$KOTEL_E2E_DIR/client.log"
+  head -3 "$KOTEL_E2E_DIR/client.log"
+  grep 'requests:' "$KOTEL_E2E_DIR/client.log"
+
+  say "what the gateway Collector received from the pods (sampler: parentbased_traceidratio 0.25)"
+  for _ in $(seq 120); do
+    kubectl logs -n observability deploy/gateway-collector >"$KOTEL_E2E_DIR/gateway.log" 2>/dev/null || true
+    grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/gateway.log" && break
+    sleep 0.5
+  done
+  awk '/ResourceSpans #/{n=1; buf=""} n{buf=buf $0 "\n"} /^ScopeSpans #/{if (n && buf ~ /POST \/predict|house-price/) {printf "%s", buf; exit} n=0}' "$KOTEL_E2E_DIR/gateway.log"
+  grep -o 'Name           : .*' "$KOTEL_E2E_DIR/gateway.log" | sort | uniq -c
+  grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/gateway.log" \
+    || { echo "the gateway received no request spans; its log:"; tail -20 "$KOTEL_E2E_DIR/gateway.log"; exit 1; }
+
+  if [ "${KOTEL_DEMO_EXIT:-}" = 1 ]; then exit 0; fi
+  say "the cluster keeps running: in another shell, eval \"\$(e2e/controlplane.sh env)\" (with KOTEL_E2E_DIR=$KOTEL_E2E_DIR) and try kubectl. Ctrl-C stops everything."
+  while true; do sleep 1; done
+fi
+
+say "no node, so the demo falls back to processes: ${mode#control-plane-only: }"
 say "installing the CRDs"
 kubectl apply --server-side -f crds/kotel.dev.yaml
 kubectl wait --for condition=established --timeout=60s crd/instrumentations.kotel.dev crd/collectors.kotel.dev
@@ -74,8 +151,11 @@ kubectl get events -n demo --field-selector involvedObject.kind=Deployment -o cu
 say "the sidecar's configuration, as kotel rendered it, in a real OpenTelemetry Collector (otelcol-kotel, built by ocb)"
 kubectl get deploy -n demo house-price -o jsonpath='{.spec.template.spec.initContainers[0].env[0].value}' >"$KOTEL_E2E_DIR/sidecar.yaml"
 cat "$KOTEL_E2E_DIR/sidecar.yaml"
-# Same receivers and pipelines; the debug exporter prints whole spans so that they show here.
+# Same receivers and pipelines, exporting to a debug exporter that prints whole spans here
+# (the sidecar's own exporter points at the gateway's Service, which has no pod without a node).
 otelcol-kotel --config="$KOTEL_E2E_DIR/sidecar.yaml" --set=exporters::debug::verbosity=detailed \
+  --set='service::pipelines::traces::exporters=[debug]' --set='service::pipelines::metrics::exporters=[debug]' \
+  --set='service::pipelines::logs::exporters=[debug]' \
   >"$KOTEL_E2E_DIR/collector.log" 2>&1 &
 col_pid=$!
 
