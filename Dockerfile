@@ -2,6 +2,8 @@
 #   docker build --target operator      -t kotel/operator .
 #   docker build --target inference-app -t kotel/inference-app .
 # Tilt (Tiltfile) builds both for kind. Runtime images are distroless and run as non-root.
+# Without Docker, e2e/images.sh packs the same two images (and a test compares them with the
+# stages below: entrypoint, cmd, user, exposed ports, copied paths).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -17,6 +19,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot AS operator
 COPY --from=build /out/kotel-operator /usr/local/bin/kotel-operator
 USER 65532:65532
+# /metrics, /healthz and /readyz (the chart's service.port).
+EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/kotel-operator"]
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS inference-app
