@@ -164,13 +164,16 @@ kubectl get deploy -n demo house-price -o json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 c = next(c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == "app")
+labels = d["spec"]["template"]["metadata"].get("labels", {})
+fields = {"metadata.name": "house-price-demo-1", "spec.nodeName": "localhost"}
+fields.update({"metadata.labels[\x27%s\x27]" % k: v for k, v in labels.items()})
 out = {}
 for e in c.get("env", []):
     if "value" in e:
         v = e["value"]
     else:
         path = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-        v = {"metadata.name": "house-price-demo-1", "spec.nodeName": "localhost"}.get(path)
+        v = fields.get(path)
         if v is None:
             continue
     for k, known in out.items():

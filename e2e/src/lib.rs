@@ -594,18 +594,33 @@ pub fn otelcol() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("otelcol-kotel not found: run e2e/controlplane.sh build"))
 }
 
-/// The environment a kubelet would give a container with `env`: values, the pod-name and
-/// node-name field references, and `$(VAR)` references to earlier variables expanded.
-pub fn container_env(env: &[EnvVar], pod: &str, node: &str) -> Vec<(String, String)> {
+/// The environment a kubelet would give a container with `env`: values, the pod-name,
+/// node-name and pod-label field references, and `$(VAR)` references to earlier variables
+/// expanded.
+pub fn container_env(
+    env: &[EnvVar],
+    pod: &str,
+    node: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for e in env {
-        let raw = match (
-            &e.value,
-            e.value_from.as_ref().and_then(|f| f.field_ref.as_ref()),
-        ) {
+        let field = e
+            .value_from
+            .as_ref()
+            .and_then(|f| f.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        let label = field
+            .and_then(|p| p.strip_prefix("metadata.labels['"))
+            .and_then(|p| p.strip_suffix("']"));
+        let raw = match (&e.value, field) {
             (Some(v), _) => v.clone(),
-            (None, Some(f)) if f.field_path == "metadata.name" => pod.to_string(),
-            (None, Some(f)) if f.field_path == "spec.nodeName" => node.to_string(),
+            (None, Some("metadata.name")) => pod.to_string(),
+            (None, Some("spec.nodeName")) => node.to_string(),
+            (None, Some(_)) if label.is_some() => match labels.get(label.unwrap_or_default()) {
+                Some(v) => v.clone(),
+                None => continue,
+            },
             _ => continue,
         };
         let mut value = raw;

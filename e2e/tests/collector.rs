@@ -144,6 +144,7 @@ async fn the_inference_app_with_kotels_env_reaches_a_real_collector() -> anyhow:
         json!([]),
     );
     d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("kotel/inference-app:1.2.0");
+    d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = json!("1.2.0");
     ns.apply(d).await?;
     let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
         kube::Api::namespaced(client.clone(), &ns.name);
@@ -163,10 +164,21 @@ async fn the_inference_app_with_kotels_env_reaches_a_real_collector() -> anyhow:
         .containers[0]
         .name
         .clone();
+    let labels = injected
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone();
     let env = container_env(
         &template_env(&injected, &container),
         "house-price-7d4b9-x2x4q",
         "node-1",
+        &labels.unwrap_or_default(),
     );
     assert!(
         env.iter().any(|(k, _)| k == "OTEL_EXPORTER_OTLP_ENDPOINT"),

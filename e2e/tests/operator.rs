@@ -183,7 +183,10 @@ async fn annotate_injects_env_into_deployment_and_new_replicaset() -> anyhow::Re
         attrs.contains(&format!("k8s.namespace.name={}", ns.name)),
         "{attrs}"
     );
-    assert!(attrs.contains("service.version=1.4.2"), "{attrs}");
+    assert!(
+        !attrs.contains("service.version"),
+        "no app.kubernetes.io/version label, no version (never the image tag): {attrs}"
+    );
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(pos("OTEL_RESOURCE_ATTRIBUTES_POD_NAME") < pos("OTEL_RESOURCE_ATTRIBUTES"));
 
@@ -268,6 +271,90 @@ async fn instrumentation_change_rolls_out_a_new_replicaset() -> anyhow::Result<(
         Ok(hashes.first() == Some(&Some(second.clone())) && hashes.contains(&Some(first.clone())))
     })
     .await?;
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}
+
+/// One user change, one rollout: `service.version` follows the pod's `app.kubernetes.io/version`
+/// label through the downward API, so a user's apply of a new image and label makes exactly
+/// one new ReplicaSet (kotel deriving the version from the image tag made a second one).
+#[tokio::test]
+async fn an_image_and_version_bump_rolls_out_once() -> anyhow::Result<()> {
+    let (client, ns) = setup("version", json!({})).await?;
+    let op = Operator::start().await?;
+    ns.apply(instrumentation(
+        "otel",
+        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
+    ))
+    .await?;
+    let web = |version: &str| {
+        let mut d = deployment("web", json!({"kotel.dev/inject": "otel"}), json!([]));
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = json!(version);
+        d["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!(format!("example.com/shop/web:{version}"));
+        d
+    };
+    ns.apply(web("1.0")).await?;
+    let d = wait_deploy(&client, &ns.name, "web", "injection", |d| {
+        template_hash(d).is_some()
+    })
+    .await?;
+    let attrs = env_value(&template_env(&d, "app"), "OTEL_RESOURCE_ATTRIBUTES")
+        .unwrap()
+        .to_string();
+    assert!(
+        attrs.contains("service.version=$(OTEL_RESOURCE_ATTRIBUTES_VERSION)"),
+        "{attrs}"
+    );
+    let generation = d.metadata.generation;
+    wait_for("the injected ReplicaSet", T, || async {
+        let rs = replicasets(&client, &ns.name, "web").await?;
+        Ok(rs
+            .first()
+            .and_then(|r| template_hash_of(r.spec.as_ref()?.template.as_ref()?))
+            == template_hash(&d).as_deref())
+    })
+    .await?;
+    let before = replicasets(&client, &ns.name, "web").await?.len();
+    let reconciles = op.metric_sum("kotel_reconciles_total").await?;
+
+    // The user's one apply: new image, new version label.
+    ns.apply(web("1.1")).await?;
+    // A positive sign that kotel saw it before counting: it reconciled again.
+    wait_for("kotel to reconcile the bump", T, || async {
+        Ok(op.metric_sum("kotel_reconciles_total").await? > reconciles)
+    })
+    .await?;
+    let d = get_deploy(&client, &ns.name, "web").await?;
+    assert_eq!(
+        d.metadata.generation,
+        generation.map(|g| g + 1),
+        "the user's apply is the only new generation"
+    );
+    let rs = replicasets(&client, &ns.name, "web").await?;
+    assert_eq!(rs.len(), before + 1, "one new ReplicaSet");
+    let t = rs[0].spec.as_ref().unwrap().template.as_ref().unwrap();
+    assert_eq!(
+        t.metadata.as_ref().unwrap().labels.as_ref().unwrap()["app.kubernetes.io/version"],
+        "1.1"
+    );
+    let env = t.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let version = container_env(
+        &env,
+        "web-x",
+        "node",
+        t.metadata.as_ref().unwrap().labels.as_ref().unwrap(),
+    );
+    let attrs = &version
+        .iter()
+        .find(|(k, _)| k == "OTEL_RESOURCE_ATTRIBUTES")
+        .unwrap()
+        .1;
+    assert!(attrs.contains("service.version=1.1"), "{attrs}");
     op.stop()?;
     ns.cleanup().await;
     Ok(())

@@ -305,6 +305,8 @@ fn expected_attributes(app_ns: &str, pod: &Pod) -> Vec<(&'static str, String)> {
     vec![
         ("service.name", APP.to_string()),
         ("service.instance.id", format!("{app_ns}.{name}.app")),
+        // The chart labels the pods app.kubernetes.io/version with the image tag.
+        ("service.version", image_tag()),
         ("k8s.namespace.name", app_ns.to_string()),
         ("k8s.deployment.name", APP.to_string()),
         ("k8s.pod.name", name),

@@ -16,8 +16,13 @@ use crate::sidecar;
 pub const POD_NAME_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_POD_NAME";
 /// Downward-API variable holding the node name.
 pub const NODE_NAME_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME";
+/// Downward-API variable holding the pod's `app.kubernetes.io/version` label.
+pub const VERSION_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_VERSION";
 /// The label used for the service name when no annotation sets it.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The label `service.version` follows. Read through the downward API, it changes in the same
+/// user write as the image, so an image bump rolls the workload once, never twice.
+pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 
 /// The parts of a Deployment that decide what kotel injects.
 #[derive(Debug, Clone, Copy)]
@@ -108,15 +113,6 @@ pub fn service_name(
         .to_string()
 }
 
-/// The tag of an image reference, if it has one (a digest-only or untagged image has none).
-pub fn image_tag(image: &str) -> Option<&str> {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split_once(':')
-        .map(|(_, tag)| tag)
-        .filter(|t| !t.is_empty())
-}
-
 /// Percent-encodes the characters that would break `key=value,key=value` lists.
 pub fn encode_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -183,6 +179,7 @@ pub fn destination(
 }
 
 /// The full env kotel would give one container, in contract order, before user vars are removed.
+/// `version_label`: the pod template carries [`VERSION_LABEL`].
 pub fn container_env(
     spec: &InstrumentationSpec,
     namespace: &str,
@@ -190,14 +187,23 @@ pub fn container_env(
     service: &str,
     dest: &Destination,
     container: &Container,
+    version_label: bool,
 ) -> Vec<EnvVar> {
     let mut env = vec![
         field_ref(POD_NAME_VAR, "metadata.name"),
         field_ref(NODE_NAME_VAR, "spec.nodeName"),
+    ];
+    if version_label {
+        env.push(field_ref(
+            VERSION_VAR,
+            &format!("metadata.labels['{VERSION_LABEL}']"),
+        ));
+    }
+    env.extend([
         var("OTEL_SERVICE_NAME", service),
         var("OTEL_EXPORTER_OTLP_ENDPOINT", dest.endpoint.clone()),
         var("OTEL_EXPORTER_OTLP_PROTOCOL", dest.protocol.as_str()),
-    ];
+    ]);
 
     if !spec.exporter.headers.is_empty() {
         let mut pairs = Vec::new();
@@ -231,13 +237,8 @@ pub fn container_env(
         ("k8s.container.name".into(), encode_value(&container.name)),
         ("service.namespace".into(), encode_value(namespace)),
     ];
-    if let Some(tag) = container
-        .image
-        .as_deref()
-        .and_then(image_tag)
-        .filter(|t| *t != "latest")
-    {
-        attrs.push(("service.version".into(), encode_value(tag)));
+    if version_label {
+        attrs.push(("service.version".into(), format!("$({VERSION_VAR})")));
     }
     attrs.push((
         "service.instance.id".into(),
@@ -330,7 +331,10 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
             }
             let users = user_vars(c, w.owned);
             let mut env = Vec::new();
-            for e in container_env(spec, w.namespace, w.name, &service, &dest, c) {
+            let version_label = w
+                .template_labels
+                .is_some_and(|l| l.contains_key(VERSION_LABEL));
+            for e in container_env(spec, w.namespace, w.name, &service, &dest, c, version_label) {
                 if users.contains(&e.name) {
                     out.kept_user_vars.push((c.name.clone(), e.name));
                 } else {
@@ -474,12 +478,13 @@ mod tests {
             "env": [{"name": "EXTRA", "value": "1"}]
         }));
         let c = container("app", "repo/app:1.2.3", &[]);
-        let env = container_env(&spec, "shop", "cart", "cart-svc", &dest(), &c);
+        let env = container_env(&spec, "shop", "cart", "cart-svc", &dest(), &c, true);
         assert_eq!(
             names(&env),
             vec![
                 POD_NAME_VAR,
                 NODE_NAME_VAR,
+                VERSION_VAR,
                 "OTEL_SERVICE_NAME",
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -516,6 +521,17 @@ mod tests {
                 .field_path,
             "spec.nodeName"
         );
+        assert_eq!(
+            env[2]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.labels['app.kubernetes.io/version']"
+        );
         assert_eq!(value(&env, "OTEL_SERVICE_NAME"), Some("cart-svc"));
         assert_eq!(
             value(&env, "OTEL_PROPAGATORS"),
@@ -530,7 +546,7 @@ mod tests {
         assert_eq!(
             value(&env, "OTEL_RESOURCE_ATTRIBUTES"),
             Some(
-                "k8s.namespace.name=shop,k8s.deployment.name=cart,k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME),k8s.node.name=$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME),k8s.container.name=app,service.namespace=shop,service.version=1.2.3,service.instance.id=shop.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).app"
+                "k8s.namespace.name=shop,k8s.deployment.name=cart,k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME),k8s.node.name=$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME),k8s.container.name=app,service.namespace=shop,service.version=$(OTEL_RESOURCE_ATTRIBUTES_VERSION),service.instance.id=shop.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).app"
             )
         );
     }
@@ -547,7 +563,8 @@ mod tests {
             "cart",
             "s",
             &dest(),
-            &container("app", "app:latest", &[]),
+            &container("app", "app:1.4.2", &[]),
+            false,
         );
         let attrs = value(&env, "OTEL_RESOURCE_ATTRIBUTES").unwrap();
         assert!(attrs.contains("service.namespace=team%20a"), "{attrs}");
@@ -558,8 +575,9 @@ mod tests {
         );
         assert!(
             !attrs.contains("service.version"),
-            "latest is no version: {attrs}"
+            "no version label, no version (never the image tag): {attrs}"
         );
+        assert!(!names(&env).contains(&VERSION_VAR));
     }
 
     #[test]
@@ -574,7 +592,7 @@ mod tests {
             argument: None,
         });
         let d = destination("i", &spec, false).unwrap();
-        let env = container_env(&spec, "n", "d", "s", &d, &container("c", "img", &[]));
+        let env = container_env(&spec, "n", "d", "s", &d, &container("c", "img", &[]), false);
         assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
         assert_eq!(value(&env, "OTEL_TRACES_EXPORTER"), Some("otlp"));
         assert_eq!(value(&env, "OTEL_METRICS_EXPORTER"), Some("none"));
@@ -605,7 +623,15 @@ mod tests {
                 secret_key_ref: None,
             },
         );
-        let env = container_env(&spec, "n", "d", "s", &dest(), &container("c", "img", &[]));
+        let env = container_env(
+            &spec,
+            "n",
+            "d",
+            "s",
+            &dest(),
+            &container("c", "img", &[]),
+            false,
+        );
         let holder = env
             .iter()
             .find(|e| e.name == "KOTEL_OTLP_HEADER_0")
@@ -635,7 +661,15 @@ mod tests {
             "exporter": {"endpoint": "http://gw:4318"},
             "env": [{"name": "OTEL_LOGS_EXPORTER", "value": "console"}]
         }));
-        let env = container_env(&spec, "n", "d", "s", &dest(), &container("c", "img", &[]));
+        let env = container_env(
+            &spec,
+            "n",
+            "d",
+            "s",
+            &dest(),
+            &container("c", "img", &[]),
+            false,
+        );
         assert_eq!(value(&env, "OTEL_LOGS_EXPORTER"), Some("console"));
         assert_eq!(
             env.iter()
@@ -651,15 +685,6 @@ mod tests {
         assert_eq!(service_name(Some("ann"), Some(&labels), "d"), "ann");
         assert_eq!(service_name(None, Some(&labels), "d"), "from-label");
         assert_eq!(service_name(Some(""), None, "d"), "d");
-    }
-
-    #[test]
-    fn image_tags() {
-        assert_eq!(image_tag("nginx:1.27"), Some("1.27"));
-        assert_eq!(image_tag("reg:5000/team/app"), None);
-        assert_eq!(image_tag("reg:5000/team/app:v2"), Some("v2"));
-        assert_eq!(image_tag("app@sha256:abc"), None);
-        assert_eq!(image_tag("app:v3@sha256:abc"), Some("v3"));
     }
 
     #[test]
