@@ -47,6 +47,16 @@ collectors() {
     -e 's/verbosity: basic/verbosity: detailed/' -e 's/replicas: 2/replicas: 1/' "$@"
 }
 
+# What a debug exporter (verbosity detailed) printed to LOG: the resource of the first span
+# batch of the app, then the spans by name; fails when no request span arrived.
+show_received() {
+  local log=$1
+  awk '/ResourceSpans #/{n=1; buf=""} n{buf=buf $0 "\n"} /^ScopeSpans #/{if (n && buf ~ /house-price/) {printf "%s", buf; exit} n=0}' "$log"
+  grep -o 'Name           : .*' "$log" | sort | uniq -c
+  grep -q 'Name           : POST /predict' "$log" \
+    || { echo "no request spans arrived; the collector's log:"; tail -20 "$log"; exit 1; }
+}
+
 if [ "$mode" = node ]; then
   say "helm install kotel charts/kotel-operator (the operator runs as a pod)"
   helm install kotel charts/kotel-operator -n kotel-system --create-namespace \
@@ -97,10 +107,7 @@ if [ "$mode" = node ]; then
     grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/gateway.log" && break
     sleep 0.5
   done
-  awk '/ResourceSpans #/{n=1; buf=""} n{buf=buf $0 "\n"} /^ScopeSpans #/{if (n && buf ~ /POST \/predict|house-price/) {printf "%s", buf; exit} n=0}' "$KOTEL_E2E_DIR/gateway.log"
-  grep -o 'Name           : .*' "$KOTEL_E2E_DIR/gateway.log" | sort | uniq -c
-  grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/gateway.log" \
-    || { echo "the gateway received no request spans; its log:"; tail -20 "$KOTEL_E2E_DIR/gateway.log"; exit 1; }
+  show_received "$KOTEL_E2E_DIR/gateway.log"
 
   if [ "${KOTEL_DEMO_EXIT:-}" = 1 ]; then exit 0; fi
   say "the cluster keeps running: in another shell, eval \"\$(e2e/controlplane.sh env)\" (with KOTEL_E2E_DIR=$KOTEL_E2E_DIR) and try kubectl. Ctrl-C stops everything."
@@ -195,10 +202,7 @@ echo
 "$app" load --url http://127.0.0.1:18000/predict --requests 20 --concurrency 2 --quiet | grep 'requests:' || true
 for _ in $(seq 50); do grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/collector.log" && break; sleep 0.2; done
 say "what the collector received: the resource of the first span batch, then the spans by name"
-awk '/^Resource attributes:/{n=NR; buf=""} n{buf=buf $0 "\n"} /^ScopeSpans #/{if (n) {printf "%s", buf; exit}}' "$KOTEL_E2E_DIR/collector.log"
-grep -o 'Name           : .*' "$KOTEL_E2E_DIR/collector.log" | sort | uniq -c
-grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/collector.log" \
-  || { echo "the collector received no spans; its log:"; tail -20 "$KOTEL_E2E_DIR/collector.log"; exit 1; }
+show_received "$KOTEL_E2E_DIR/collector.log"
 
 if [ "${KOTEL_DEMO_EXIT:-}" = 1 ]; then exit 0; fi
 say "the control plane keeps running: in another shell, eval \"\$(e2e/controlplane.sh env)\" and try kubectl. Ctrl-C stops everything."

@@ -603,6 +603,94 @@ fn gateway_collector(name: &str, mode: &str, config: Value) -> Value {
            "spec": {"mode": mode, "replicas": 2, "config": config}})
 }
 
+/// What kotel owns of a gateway is repaired when someone deletes or edits it (that a gateway
+/// as kotel wants it costs no write is `restart_and_idle_cause_zero_writes`).
+#[tokio::test]
+async fn deleted_or_edited_gateway_objects_are_restored() -> anyhow::Result<()> {
+    let (client, ns) = setup("drift", json!({})).await?;
+    let op = Operator::start().await?;
+    ns.apply(gateway_collector("gw", "deployment", collector_config()))
+        .await?;
+    let svc: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let cm: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("the gateway's objects", T, || async {
+        Ok(svc.get_opt("gw-collector").await?.is_some()
+            && cm.get_opt("gw-collector").await?.is_some()
+            && sa.get_opt("gw-collector").await?.is_some()
+            && deployments.get_opt("gw-collector").await?.is_some())
+    })
+    .await?;
+    let yaml = cm.get("gw-collector").await?.data.unwrap()["collector.yaml"].clone();
+    let settled = op.metric_sum("kotel_writes_total").await?;
+
+    // Deleted: the Service and the ServiceAccount come back.
+    svc.delete("gw-collector", &Default::default()).await?;
+    sa.delete("gw-collector", &Default::default()).await?;
+    wait_for("the Service and ServiceAccount restored", T, || async {
+        Ok(svc
+            .get_opt("gw-collector")
+            .await?
+            .is_some_and(|s| s.metadata.deletion_timestamp.is_none())
+            && sa.get_opt("gw-collector").await?.is_some())
+    })
+    .await?;
+    // Edited: the configuration, a port and the replicas go back to kotel's.
+    cm.patch(
+        "gw-collector",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"collector.yaml": "receivers: {}"}})),
+    )
+    .await?;
+    svc.patch(
+        "gw-collector",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"ports": [{"name": "otlp-grpc", "port": 9999, "targetPort": 4317}]}}),
+        ),
+    )
+    .await?;
+    deployments
+        .patch(
+            "gw-collector",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await?;
+    wait_for(
+        "the ConfigMap, Service and replicas restored",
+        T,
+        || async {
+            let data = cm.get("gw-collector").await?.data.unwrap_or_default();
+            let ports: Vec<i32> = svc
+                .get("gw-collector")
+                .await?
+                .spec
+                .and_then(|s| s.ports)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.port)
+                .collect();
+            let replicas = deployments
+                .get("gw-collector")
+                .await?
+                .spec
+                .and_then(|s| s.replicas);
+            Ok(data.get("collector.yaml") == Some(&yaml)
+                && ports == vec![4317, 4318]
+                && replicas == Some(2))
+        },
+    )
+    .await?;
+    let repaired = op.metric_sum("kotel_writes_total").await?;
+    assert!(repaired > settled, "the repairs were kotel's writes");
+
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn gateway_collector_runs_as_owned_objects_and_rolls_on_config_change() -> anyhow::Result<()>
 {
@@ -749,6 +837,8 @@ async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
     .await?;
     ns.apply(sidecar_collector("side", collector_config()))
         .await?;
+    ns.apply(gateway_collector("gw", "deployment", collector_config()))
+        .await?;
     for name in ["a", "b", "c"] {
         ns.apply(deployment(
             name,
@@ -757,7 +847,7 @@ async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
         ))
         .await?;
     }
-    for name in ["a", "b", "c"] {
+    for name in ["a", "b", "c", "gw-collector"] {
         wait_deploy(&client, &ns.name, name, "injection", |d| {
             template_hash(d).is_some()
         })
@@ -827,7 +917,10 @@ async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
         "no new Event"
     );
     let after = versions(api.list(&Default::default()).await?.items);
-    assert_eq!(before, after, "no Deployment written");
+    assert_eq!(
+        before, after,
+        "no Deployment written, the gateway's included"
+    );
     assert_eq!(
         inst.get("otel").await?.resource_version(),
         inst_rv,

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, field, info, warn};
 
 use crate::annotations::{self, InjectRef, PickError, Resolved, SidecarRef, Sources};
+use crate::backoff::{self, Backoff};
 use crate::collector::{Collector, Mode, ports_for, validate_config};
 use crate::gateway;
 use crate::inject::{self, Plan, Request, SidecarSource, Workload};
@@ -64,11 +65,87 @@ pub struct Stores {
     pub instrumentations: Store<DeserializeGuard<Instrumentation>>,
     /// Collectors, likewise.
     pub collectors: Store<DeserializeGuard<Collector>>,
-    /// Which of the four streams (deployments, namespaces, instrumentations, collectors) listed.
-    pub ready: watch::Receiver<[bool; 4]>,
+    /// The objects of the gateway Collectors kotel runs.
+    pub gateway: GatewayStores,
+    /// Which of the streams listed: deployments, namespaces, instrumentations, collectors,
+    /// then the gateway's service accounts, config maps, services, deployments, daemon sets.
+    pub ready: watch::Receiver<[bool; STREAMS]>,
+}
+
+/// How many watch streams feed the stores.
+const STREAMS: usize = 9;
+
+/// The gateway objects as they run (watched by the label `app.kubernetes.io/managed-by=kotel`),
+/// so that a deleted or edited one is seen and repaired without a GET.
+#[derive(Clone)]
+pub struct GatewayStores {
+    /// ServiceAccounts.
+    pub service_accounts: Store<ServiceAccount>,
+    /// ConfigMaps.
+    pub config_maps: Store<ConfigMap>,
+    /// Services.
+    pub services: Store<Service>,
+    /// Deployments (deployment mode).
+    pub deployments: Store<Deployment>,
+    /// DaemonSets (daemonset mode).
+    pub daemon_sets: Store<DaemonSet>,
+}
+
+impl GatewayStores {
+    /// What runs now of the gateway objects named `name` in `ns`.
+    fn live(&self, ns: &str, name: &str) -> LiveGateway {
+        LiveGateway {
+            service_account: self.service_accounts.get(&ObjectRef::new(name).within(ns)),
+            config_map: self.config_maps.get(&ObjectRef::new(name).within(ns)),
+            service: self.services.get(&ObjectRef::new(name).within(ns)),
+            deployment: self.deployments.get(&ObjectRef::new(name).within(ns)),
+            daemon_set: self.daemon_sets.get(&ObjectRef::new(name).within(ns)),
+        }
+    }
+}
+
+/// Owned copies of a gateway's live objects, lent to [`gateway::drift`].
+struct LiveGateway {
+    service_account: Option<Arc<ServiceAccount>>,
+    config_map: Option<Arc<ConfigMap>>,
+    service: Option<Arc<Service>>,
+    deployment: Option<Arc<Deployment>>,
+    daemon_set: Option<Arc<DaemonSet>>,
+}
+
+impl LiveGateway {
+    fn view(&self) -> gateway::Live<'_> {
+        gateway::Live {
+            service_account: self.service_account.as_deref(),
+            config_map: self.config_map.as_deref(),
+            service: self.service.as_deref(),
+            deployment: self.deployment.as_deref(),
+            daemon_set: self.daemon_set.as_deref(),
+        }
+    }
 }
 
 impl Stores {
+    /// Whether the object behind a backoff key is still there.
+    fn exists(&self, k: &backoff::Key) -> bool {
+        let (name, ns) = (k.name.as_str(), k.namespace.as_deref().unwrap_or_default());
+        match k.dyntype.kind.as_str() {
+            "Deployment" => self
+                .deployments
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some(),
+            "Instrumentation" => self
+                .instrumentations
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some(),
+            "Collector" => self
+                .collectors
+                .get(&ObjectRef::new(name).within(ns))
+                .is_some(),
+            _ => false,
+        }
+    }
+
     /// Resolves once every store has seen its first full list. (kube's own
     /// `Store::wait_until_ready` wakes only one of several concurrent waiters, so the
     /// readiness of each stream is tracked here on a watch channel instead.)
@@ -80,7 +157,7 @@ impl Stores {
 
 /// Marks stream `i` ready when its watcher finishes an initial list.
 fn mark_ready<K>(
-    tx: Arc<watch::Sender<[bool; 4]>>,
+    tx: Arc<watch::Sender<[bool; STREAMS]>>,
     i: usize,
 ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
     move |ev| {
@@ -102,8 +179,8 @@ pub struct Context {
     pub stores: Stores,
     /// The last problem reported per Deployment, so a standing problem is reported once.
     reported: Mutex<HashMap<ObjectRef<Deployment>, String>>,
-    /// Consecutive failures per object, for backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures per object and kind.
+    backoff: Backoff,
     /// Wakes the status controllers after kotel changed a Deployment.
     status_trigger: mpsc::UnboundedSender<()>,
 }
@@ -373,12 +450,12 @@ impl Context {
             .iter()
             .map(|p| format!("{}: {}\n", p.reason, p.message))
             .collect();
-        let new = self
-            .reported
-            .lock()
-            .expect("lock")
-            .insert(key, text.clone())
-            != Some(text);
+        let new = {
+            let mut reported = self.reported.lock().expect("lock");
+            // Problems of Deployments that are gone go with them.
+            reported.retain(|k, _| self.stores.deployments.get(k).is_some());
+            reported.insert(key, text.clone()) != Some(text)
+        };
         for p in problems {
             self.metrics.error(p.reason);
             if new {
@@ -406,10 +483,7 @@ async fn reconcile_deployment(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<A
     let res = reconcile_inner(&d, &ctx).instrument(span).await;
     ctx.metrics.observe(start.elapsed());
     if res.is_ok() {
-        ctx.failures
-            .lock()
-            .expect("lock")
-            .remove(&key_of(d.as_ref()));
+        ctx.backoff.reset(&backoff::key(d.as_ref()));
     }
     res
 }
@@ -546,12 +620,10 @@ fn key_of<K: Resource>(o: &K) -> String {
     )
 }
 
-fn backoff<K: Resource>(o: &K, ctx: &Context) -> Action {
-    let mut f = ctx.failures.lock().expect("lock");
-    let n = f.entry(key_of(o)).or_insert(0);
-    *n = n.saturating_add(1);
-    let secs = 1u64 << (*n).min(8);
-    Action::requeue(Duration::from_secs(secs.min(300)))
+/// The requeue after a failure of `o`; objects that are gone leave the backoff map.
+fn backoff<K: Resource<DynamicType = ()>>(o: &K, ctx: &Context) -> Action {
+    ctx.backoff.prune(|k| ctx.stores.exists(k));
+    Action::requeue(ctx.backoff.fail(backoff::key(o)))
 }
 
 fn error_policy(d: Arc<Deployment>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -591,6 +663,17 @@ fn now() -> Time {
 async fn reconcile_instrumentation(
     obj: Arc<DeserializeGuard<Instrumentation>>,
     ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let res = instrumentation_status(&obj, &ctx).await;
+    if res.is_ok() {
+        ctx.backoff.reset(&backoff::key(obj.as_ref()));
+    }
+    res
+}
+
+async fn instrumentation_status(
+    obj: &DeserializeGuard<Instrumentation>,
+    ctx: &Context,
 ) -> Result<Action, Error> {
     let Ok(inst) = &obj.0 else {
         return Ok(Action::await_change());
@@ -649,6 +732,17 @@ async fn reconcile_collector(
     obj: Arc<DeserializeGuard<Collector>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let res = collector_status(&obj, &ctx).await;
+    if res.is_ok() {
+        ctx.backoff.reset(&backoff::key(obj.as_ref()));
+    }
+    res
+}
+
+async fn collector_status(
+    obj: &DeserializeGuard<Collector>,
+    ctx: &Context,
+) -> Result<Action, Error> {
     let Ok(col) = &obj.0 else {
         return Ok(Action::await_change());
     };
@@ -683,11 +777,11 @@ async fn reconcile_collector(
             };
             let objects = gateway::desired(&owner, &col.spec, cfg, &ports_for(&col.spec, cfg))
                 .expect("gateway modes have objects");
-            Some(apply_gateway(&ctx, &ns, &gateway::object_name(&name), objects).await?)
+            Some(apply_gateway(ctx, &ns, &gateway::object_name(&name), objects).await?)
         }
         Ok(_) if previous.replicas.is_some() => {
             // Switched to sidecar mode: the gateway goes.
-            remove_gateway(&ctx, &ns, &gateway::object_name(&name), None).await?;
+            remove_gateway(ctx, &ns, &gateway::object_name(&name), None).await?;
             None
         }
         _ => None,
@@ -787,76 +881,86 @@ async fn reconcile_collector(
     Ok(Action::await_change())
 }
 
-/// Applies a gateway's objects unless its workload already runs this configuration, removes
-/// the workload of the other mode, and returns (desired, ready) pods.
+/// Applies those of a gateway's objects that are missing or differ from what kotel wants (read
+/// from the stores, so a deleted or edited object is repaired and a steady gateway costs no
+/// request), removes the workload of the other mode, and returns (desired, ready) pods.
 async fn apply_gateway(
     ctx: &Context,
     ns: &str,
     name: &str,
     objects: gateway::Objects,
 ) -> Result<(i32, i32), Error> {
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    let runs_hash = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
-        t.and_then(annotations::template_hash) == Some(objects.hash.as_str())
-    };
-    // What runs now, when it already runs this configuration: (desired, ready).
-    let (current, other) = match &objects.workload {
-        gateway::Workload::Deployment(d) => {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-            let want = d.spec.as_ref().and_then(|s| s.replicas);
-            let current = api.get_opt(name).await?.and_then(|l| {
-                let spec = l.spec.as_ref()?;
-                (runs_hash(Some(&spec.template)) && spec.replicas == want).then(|| {
-                    let st = l.status.clone().unwrap_or_default();
-                    (want.unwrap_or(1), st.ready_replicas.unwrap_or(0))
-                })
-            });
-            (current, "DaemonSet")
+    let live = ctx.stores.gateway.live(ns, name);
+    let drift = gateway::drift(&objects, &live.view());
+    match &objects.workload {
+        gateway::Workload::Deployment(_) if live.daemon_set.is_some() => {
+            remove_gateway(ctx, ns, name, Some("DaemonSet")).await?
         }
-        gateway::Workload::DaemonSet(_) => {
-            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
-            let current = api.get_opt(name).await?.and_then(|l| {
-                runs_hash(l.spec.as_ref().map(|s| &s.template)).then(|| {
-                    let st = l.status.clone().unwrap_or_default();
-                    (st.desired_number_scheduled, st.number_ready)
-                })
-            });
-            (current, "Deployment")
+        gateway::Workload::DaemonSet(_) if live.deployment.is_some() => {
+            remove_gateway(ctx, ns, name, Some("Deployment")).await?
         }
-    };
-    remove_gateway(ctx, ns, name, Some(other)).await?;
-    if let Some(pods) = current {
-        // Steady state: nothing to write.
-        return Ok(pods);
+        _ => {}
     }
-    let sa: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), ns);
-    sa.patch(name, &pp, &Patch::Apply(&objects.service_account))
-        .await?;
-    let cm: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    cm.patch(name, &pp, &Patch::Apply(&objects.config_map))
-        .await?;
-    let svc: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    svc.patch(name, &pp, &Patch::Apply(&objects.service))
-        .await?;
-    let pods = match &objects.workload {
-        gateway::Workload::Deployment(d) => {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-            let live = api.patch(name, &pp, &Patch::Apply(d)).await?;
-            let st = live.status.unwrap_or_default();
-            (
-                d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                st.ready_replicas.unwrap_or(0),
-            )
-        }
-        gateway::Workload::DaemonSet(ds) => {
-            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
-            let live = api.patch(name, &pp, &Patch::Apply(ds)).await?;
-            let st = live.status.unwrap_or_default();
-            (st.desired_number_scheduled, st.number_ready)
-        }
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    if drift.service_account {
+        let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch(name, &pp, &Patch::Apply(&objects.service_account))
+            .await?;
+        ctx.metrics.write("gateway");
+    }
+    if drift.config_map {
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch(name, &pp, &Patch::Apply(&objects.config_map))
+            .await?;
+        ctx.metrics.write("gateway");
+    }
+    if drift.service {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch(name, &pp, &Patch::Apply(&objects.service))
+            .await?;
+        ctx.metrics.write("gateway");
+    }
+    let deployment_pods = |d: &Deployment| {
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let ready = d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        (want, ready)
     };
-    ctx.metrics.write("gateway");
-    info!(collector = %name, namespace = %ns, hash = %objects.hash, "applied the collector gateway");
+    let daemon_set_pods = |d: &DaemonSet| {
+        let st = d.status.clone().unwrap_or_default();
+        (st.desired_number_scheduled, st.number_ready)
+    };
+    let pods = match (&objects.workload, drift.workload) {
+        (gateway::Workload::Deployment(d), true) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let mut applied = api.patch(name, &pp, &Patch::Apply(d)).await?;
+            ctx.metrics.write("gateway");
+            applied.spec = d.spec.clone();
+            deployment_pods(&applied)
+        }
+        (gateway::Workload::DaemonSet(ds), true) => {
+            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), ns);
+            let applied = api.patch(name, &pp, &Patch::Apply(ds)).await?;
+            ctx.metrics.write("gateway");
+            daemon_set_pods(&applied)
+        }
+        (gateway::Workload::Deployment(_), false) => live
+            .deployment
+            .as_deref()
+            .map(deployment_pods)
+            .unwrap_or_default(),
+        (gateway::Workload::DaemonSet(_), false) => live
+            .daemon_set
+            .as_deref()
+            .map(daemon_set_pods)
+            .unwrap_or_default(),
+    };
+    if !drift.is_none() {
+        info!(collector = %name, namespace = %ns, hash = %objects.hash, ?drift, "applied the collector gateway");
+    }
     Ok(pods)
 }
 
@@ -898,7 +1002,11 @@ async fn remove_gateway(
     }
 }
 
-fn status_error_policy<K: Resource>(o: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+fn status_error_policy<K: Resource<DynamicType = ()>>(
+    o: Arc<K>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     warn!(object = %key_of(o.as_ref()), error = %err, "status update failed");
     ctx.metrics.error("status");
     backoff(o.as_ref(), &ctx)
@@ -1043,7 +1151,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.shared();
 
-    let (ready_tx, ready_rx) = watch::channel([false; 4]);
+    let (ready_tx, ready_rx) = watch::channel([false; STREAMS]);
     let ready_tx = Arc::new(ready_tx);
     let (dep_store, dep_writer) = reflector::store::<Deployment>();
     let dep_stream = watcher(
@@ -1092,12 +1200,42 @@ pub async fn run(
     .filter(spec_changes())
     .touched_objects();
 
+    // The gateway objects, by kotel's label; managedFields are dropped from the caches.
+    let gateway_only = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        gateway::MANAGED_BY
+    ));
+    macro_rules! gateway_stream {
+        ($kind:ty, $i:expr) => {{
+            let (store, writer) = reflector::store::<$kind>();
+            let stream = watcher(Api::<$kind>::all(client.clone()), gateway_only.clone())
+                .default_backoff()
+                .modify(|o| o.metadata.managed_fields = None)
+                .reflect(writer)
+                .inspect(mark_ready(ready_tx.clone(), $i))
+                .touched_objects();
+            (store, stream)
+        }};
+    }
+    let (sa_store, sa_stream) = gateway_stream!(ServiceAccount, 4);
+    let (cm_store, cm_stream) = gateway_stream!(ConfigMap, 5);
+    let (svc_store, svc_stream) = gateway_stream!(Service, 6);
+    let (gw_dep_store, gw_dep_stream) = gateway_stream!(Deployment, 7);
+    let (gw_ds_store, gw_ds_stream) = gateway_stream!(DaemonSet, 8);
+
     let deployments = Controller::for_stream(dep_stream, dep_store.clone());
     let stores = Stores {
         deployments: dep_store,
         namespaces: ns_store.clone(),
         instrumentations: inst_store.clone(),
         collectors: col_store.clone(),
+        gateway: GatewayStores {
+            service_accounts: sa_store,
+            config_maps: cm_store,
+            services: svc_store,
+            deployments: gw_dep_store,
+            daemon_sets: gw_ds_store,
+        },
         ready: ready_rx,
     };
     let (tx, rx) = mpsc::unbounded::<()>();
@@ -1107,7 +1245,7 @@ pub async fn run(
         metrics,
         stores: stores.clone(),
         reported: Mutex::default(),
-        failures: Mutex::default(),
+        backoff: Backoff::default(),
         status_trigger: tx,
     });
 
@@ -1157,17 +1295,17 @@ pub async fn run(
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_instrumentation, status_error_policy, ctx.clone())
     .for_each(|_| async {});
-    // Gateway workloads wake their Collector when their pods become ready or go away.
-    let gateway_only = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={}",
-        gateway::MANAGED_BY
-    ));
+    // A gateway object that changes or goes away wakes its Collector, which repairs it; its
+    // workload wakes it too when pods become ready or go away.
     let collector_status = Controller::new(
         Api::<DeserializeGuard<Collector>>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Deployment>::all(client.clone()), gateway_only.clone())
-    .owns(Api::<DaemonSet>::all(client.clone()), gateway_only)
+    .owns_stream(sa_stream)
+    .owns_stream(cm_stream)
+    .owns_stream(svc_stream)
+    .owns_stream(gw_dep_stream)
+    .owns_stream(gw_ds_stream)
     .with_config(status_config)
     .reconcile_all_on(col_rx)
     .graceful_shutdown_on(shutdown.clone())

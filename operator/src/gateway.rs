@@ -238,6 +238,93 @@ pub fn desired(
     })
 }
 
+/// A gateway's objects as they run now (from the operator's stores), `None` where missing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Live<'a> {
+    /// The ServiceAccount.
+    pub service_account: Option<&'a ServiceAccount>,
+    /// The ConfigMap.
+    pub config_map: Option<&'a ConfigMap>,
+    /// The Service.
+    pub service: Option<&'a Service>,
+    /// The Deployment (deployment mode).
+    pub deployment: Option<&'a Deployment>,
+    /// The DaemonSet (daemonset mode).
+    pub daemon_set: Option<&'a DaemonSet>,
+}
+
+/// Which of a gateway's objects kotel must (re)apply: missing ones, and ones whose fields kotel
+/// sets differ from what it wants (an edit or a deletion by someone else is repaired).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drift {
+    /// The ServiceAccount.
+    pub service_account: bool,
+    /// The ConfigMap.
+    pub config_map: bool,
+    /// The Service.
+    pub service: bool,
+    /// The Deployment or DaemonSet.
+    pub workload: bool,
+}
+
+impl Drift {
+    /// Nothing to write.
+    pub fn is_none(&self) -> bool {
+        *self == Drift::default()
+    }
+}
+
+/// The Service ports as kotel sets them: (name, port, target port, protocol).
+fn port_keys(s: &Service) -> Vec<(Option<String>, i32, Option<IntOrString>, String)> {
+    s.spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.port,
+                p.target_port.clone(),
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            )
+        })
+        .collect()
+}
+
+/// Compares what runs with what kotel wants, field by field of what kotel sets.
+pub fn drift(want: &Objects, live: &Live<'_>) -> Drift {
+    let labelled = |m: &ObjectMeta| is_gateway_workload(m);
+    let workload = match &want.workload {
+        Workload::Deployment(d) => live.deployment.is_none_or(|l| {
+            let (Some(ls), Some(ws)) = (l.spec.as_ref(), d.spec.as_ref()) else {
+                return true;
+            };
+            crate::annotations::template_hash(&ls.template) != Some(want.hash.as_str())
+                || ls.replicas != ws.replicas
+                || !labelled(&l.metadata)
+        }),
+        Workload::DaemonSet(_) => live.daemon_set.is_none_or(|l| {
+            l.spec
+                .as_ref()
+                .and_then(|s| crate::annotations::template_hash(&s.template))
+                != Some(want.hash.as_str())
+                || !labelled(&l.metadata)
+        }),
+    };
+    Drift {
+        service_account: live.service_account.is_none_or(|l| !labelled(&l.metadata)),
+        config_map: live
+            .config_map
+            .is_none_or(|l| !labelled(&l.metadata) || l.data != want.config_map.data),
+        service: live.service.is_none_or(|l| {
+            !labelled(&l.metadata)
+                || port_keys(l) != port_keys(&want.service)
+                || l.spec.as_ref().and_then(|s| s.selector.as_ref())
+                    != want.service.spec.as_ref().and_then(|s| s.selector.as_ref())
+        }),
+        workload,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +509,118 @@ mod tests {
         assert_eq!(
             base.hash,
             render(&spec(json!({"replicas": 2}))).unwrap().hash
+        );
+    }
+
+    #[test]
+    fn drift_finds_missing_and_edited_objects_and_nothing_in_steady_state() {
+        let want = render(&spec(json!({"mode": "deployment"}))).unwrap();
+        let Workload::Deployment(d) = &want.workload else {
+            panic!("deployment mode")
+        };
+        // What the API server returns: kotel's fields plus defaults.
+        let mut svc = want.service.clone();
+        svc.spec.as_mut().unwrap().cluster_ip = Some("198.19.0.7".into());
+        svc.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        let live = Live {
+            service_account: Some(&want.service_account),
+            config_map: Some(&want.config_map),
+            service: Some(&svc),
+            deployment: Some(d),
+            daemon_set: None,
+        };
+        assert!(drift(&want, &live).is_none(), "{:?}", drift(&want, &live));
+
+        assert!(drift(&want, &Live::default()).service_account);
+        assert_eq!(
+            drift(&want, &Live::default()),
+            Drift {
+                service_account: true,
+                config_map: true,
+                service: true,
+                workload: true
+            }
+        );
+        let gone = Live {
+            service: None,
+            ..live
+        };
+        assert_eq!(
+            drift(&want, &gone),
+            Drift {
+                service: true,
+                ..Drift::default()
+            }
+        );
+
+        let mut edited_cm = want.config_map.clone();
+        edited_cm
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(CONFIG_KEY.into(), "receivers: {}".into());
+        assert!(
+            drift(
+                &want,
+                &Live {
+                    config_map: Some(&edited_cm),
+                    ..live
+                }
+            )
+            .config_map
+        );
+
+        let mut edited_svc = svc.clone();
+        edited_svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 9999;
+        assert!(
+            drift(
+                &want,
+                &Live {
+                    service: Some(&edited_svc),
+                    ..live
+                }
+            )
+            .service
+        );
+        let mut reselected = svc.clone();
+        reselected.spec.as_mut().unwrap().selector =
+            Some(BTreeMap::from([("app".into(), "x".into())]));
+        assert!(
+            drift(
+                &want,
+                &Live {
+                    service: Some(&reselected),
+                    ..live
+                }
+            )
+            .service
+        );
+
+        let mut scaled = d.clone();
+        scaled.spec.as_mut().unwrap().replicas = Some(5);
+        assert!(
+            drift(
+                &want,
+                &Live {
+                    deployment: Some(&scaled),
+                    ..live
+                }
+            )
+            .workload
+        );
+
+        // A same-named object that is not kotel's is never taken as the gateway's.
+        let mut foreign = want.service_account.clone();
+        foreign.metadata.labels = None;
+        assert!(
+            drift(
+                &want,
+                &Live {
+                    service_account: Some(&foreign),
+                    ..live
+                }
+            )
+            .service_account
         );
     }
 }

@@ -462,6 +462,19 @@ mod tests {
         env.iter().find(|e| e.name == name)?.value.as_deref()
     }
 
+    /// The env of container `c` in namespace `n`, workload `d`, service `s`, no version label.
+    fn plain_env(spec: &InstrumentationSpec) -> Vec<EnvVar> {
+        container_env(
+            spec,
+            "n",
+            "d",
+            "s",
+            &dest(),
+            &container("c", "img", &[]),
+            false,
+        )
+    }
+
     fn dest() -> Destination {
         Destination {
             endpoint: "http://gw.obs:4318".into(),
@@ -623,15 +636,7 @@ mod tests {
                 secret_key_ref: None,
             },
         );
-        let env = container_env(
-            &spec,
-            "n",
-            "d",
-            "s",
-            &dest(),
-            &container("c", "img", &[]),
-            false,
-        );
+        let env = plain_env(&spec);
         let holder = env
             .iter()
             .find(|e| e.name == "KOTEL_OTLP_HEADER_0")
@@ -661,15 +666,7 @@ mod tests {
             "exporter": {"endpoint": "http://gw:4318"},
             "env": [{"name": "OTEL_LOGS_EXPORTER", "value": "console"}]
         }));
-        let env = container_env(
-            &spec,
-            "n",
-            "d",
-            "s",
-            &dest(),
-            &container("c", "img", &[]),
-            false,
-        );
+        let env = plain_env(&spec);
         assert_eq!(value(&env, "OTEL_LOGS_EXPORTER"), Some("console"));
         assert_eq!(
             env.iter()

@@ -4,6 +4,7 @@
 //! apply body) is a pure function in its own module; only `controller` talks to the API server.
 
 pub mod annotations;
+pub mod backoff;
 pub mod collector;
 pub mod controller;
 pub mod gateway;
