@@ -1332,6 +1332,9 @@ pub async fn run(
 }
 
 #[cfg(test)]
+mod mock_api;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
