@@ -360,6 +360,52 @@ async fn an_image_and_version_bump_rolls_out_once() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A rollout of kotel's injection that cannot finish (its image cannot be pulled) is reported
+/// once as `RolloutStuck` and counted as failed; kotel rolls nothing back. Needs a node (or any
+/// cluster whose pods are scheduled) for the controller-manager to see the deadline pass.
+#[tokio::test]
+async fn a_stuck_rollout_is_reported_and_not_rolled_back() -> anyhow::Result<()> {
+    let (client, ns) = setup("stuck", json!({})).await?;
+    kotel_e2e::cluster::require_node(&client).await?;
+    let op = Operator::start().await?;
+    ns.apply(instrumentation(
+        "otel",
+        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
+    ))
+    .await?;
+    let mut d = deployment("web", json!({"kotel.dev/inject": "otel"}), json!([]));
+    d["spec"]["progressDeadlineSeconds"] = json!(10);
+    ns.apply(d).await?;
+    let injected = wait_deploy(&client, &ns.name, "web", "injection", |d| {
+        template_hash(d).is_some()
+    })
+    .await?;
+    wait_for("a RolloutStuck Event", Duration::from_secs(90), || async {
+        Ok(event_reasons(&client, &ns.name, "web")
+            .await?
+            .iter()
+            .any(|(r, _)| r == "RolloutStuck"))
+    })
+    .await?;
+    let (_, body) = http_get(&format!("http://{}/metrics", op.addr)).await?;
+    let failed = body
+        .lines()
+        .find(|l| l.starts_with("kotel_rollouts{state=\"failed\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(failed.is_some_and(|n| n >= 1.0), "{body}");
+    let events = event_reasons(&client, &ns.name, "web").await?;
+    let stuck: Vec<_> = events.iter().filter(|(r, _)| r == "RolloutStuck").collect();
+    assert_eq!(stuck.len(), 1, "reported once: {events:?}");
+    assert!(stuck[0].1.contains("does not roll back"), "{}", stuck[0].1);
+    // Nothing rolled back: the template is still kotel's injected one.
+    let now = get_deploy(&client, &ns.name, "web").await?;
+    assert_eq!(template_hash(&now), template_hash(&injected));
+    assert_eq!(now.metadata.generation, injected.metadata.generation);
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn removing_the_annotation_removes_exactly_what_kotel_added() -> anyhow::Result<()> {
     let (client, ns) = setup("remove", json!({})).await?;

@@ -492,6 +492,22 @@ async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
             .is_some()
     );
 
+    // The operator saw the rollout of its injection complete.
+    let op_pod = ready_operator_pods(&client, &op_ns.name, 1).await?[0].name_any();
+    wait_for(
+        "kotel_rollouts{state=complete} >= 1",
+        Duration::from_secs(60),
+        || async {
+            let m = operator_metrics(&client, &op_ns.name, &op_pod).await?;
+            Ok(m.lines().any(|l| {
+                l.strip_prefix("kotel_rollouts{state=\"complete\"} ")
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+            }))
+        },
+    )
+    .await?;
+
     // Requests by DNS name; every reply's trace, and metrics and logs, reach the gateway with
     // the attributes kotel promised.
     let traces = send(&client, &app.name, "client-1", 5).await?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentCondition, DeploymentStatus};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, Namespace, PodSpec, Service, ServiceAccount,
@@ -35,6 +35,7 @@ use crate::inject::{self, Plan, Request, SidecarSource, Workload};
 use crate::instrumentation::Instrumentation;
 use crate::metrics::Metrics;
 use crate::ownership::{self, FIELD_MANAGER};
+use crate::rollout;
 use crate::status::{self, Want};
 
 /// Whether an Event reports normal operation or a problem.
@@ -386,6 +387,17 @@ fn decide(d: &Deployment, inputs: &Inputs, owned: &ownership::Shape) -> Result<P
     })
 }
 
+/// A Warning when a rollout of kotel's injection has stalled; kotel does not roll back.
+fn stuck_rollout(d: &Deployment) -> Option<Problem> {
+    let hash = current_hash(d)?;
+    (rollout::of_deployment(d) == rollout::State::Failed).then(|| Problem {
+        reason: "RolloutStuck",
+        message: format!(
+            "the rollout of this Deployment (kotel config-hash {hash}) exceeded its progress deadline; kotel does not roll back: fix the pods, or run kubectl rollout undo"
+        ),
+    })
+}
+
 fn current_hash(d: &Deployment) -> Option<&str> {
     annotations::template_hash(&d.spec.as_ref()?.template)
 }
@@ -505,9 +517,22 @@ async fn reconcile_inner(d: &Deployment, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     }
     let owned = ownership::owned_shape(&d.metadata);
+    ctx.metrics.set_rollouts(
+        ctx.stores
+            .deployments
+            .state()
+            .iter()
+            .filter(|d| current_hash(d).is_some() && !gateway::is_gateway_workload(&d.metadata))
+            .map(|d| rollout::of_deployment(d)),
+    );
 
     let inputs = match dereference(d, &ctx.stores) {
-        Ok(i) => i,
+        Ok(mut i) => {
+            if let Some(p) = stuck_rollout(d) {
+                i.notes.push(p);
+            }
+            i
+        }
         Err(p) => {
             ctx.report(d, std::slice::from_ref(&p)).await;
             return Ok(Action::await_change());
@@ -1098,7 +1123,25 @@ fn trim_deployment(d: &mut Deployment) {
     if let Some(a) = d.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    d.status = None;
+    // Of the status, what the rollout state reads (rollout::of_deployment).
+    d.status = d.status.take().map(|s| DeploymentStatus {
+        observed_generation: s.observed_generation,
+        replicas: s.replicas,
+        updated_replicas: s.updated_replicas,
+        available_replicas: s.available_replicas,
+        conditions: s.conditions.map(|c| {
+            c.into_iter()
+                .filter(|c| c.type_ == "Progressing")
+                .map(|c| DeploymentCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    reason: c.reason,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    });
     let Some(pod) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
         return;
     };
@@ -1357,7 +1400,14 @@ mod tests {
         }))
         .unwrap();
         trim_deployment(&mut d);
-        assert!(d.status.is_none());
+        assert_eq!(
+            d.status,
+            Some(DeploymentStatus {
+                replicas: Some(1),
+                ..Default::default()
+            }),
+            "of the status, only what the rollout state reads"
+        );
         assert!(d.metadata.managed_fields.is_none());
         assert!(ownership::owned_shape(&d.metadata).is_empty());
         assert!(

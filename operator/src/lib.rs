@@ -14,6 +14,7 @@ pub mod instrumentation;
 pub mod leader;
 pub mod metrics;
 pub mod ownership;
+pub mod rollout;
 pub mod sidecar;
 pub mod status;
 pub mod telemetry;

@@ -23,6 +23,13 @@ pub struct WriteLabels {
     pub kind: String,
 }
 
+/// Label set of the rollout gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// `pending`, `complete` or `failed`.
+    pub state: String,
+}
+
 /// Every metric the operator exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -36,6 +43,8 @@ pub struct Metrics {
     pub injected: Gauge,
     /// Writes to the API server by kind.
     pub writes: Family<WriteLabels, Counter>,
+    /// Injected workloads by the state of their rollout.
+    pub rollouts: Family<RolloutLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -46,6 +55,7 @@ impl Default for Metrics {
             duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             injected: Gauge::default(),
             writes: Family::default(),
+            rollouts: Family::default(),
         }
     }
 }
@@ -79,6 +89,27 @@ impl Metrics {
             "Writes to the Kubernetes API by kind",
             self.writes.clone(),
         );
+        r.register(
+            "rollouts",
+            "Workloads carrying kotel's injection by the state of their rollout (pending, complete, failed)",
+            self.rollouts.clone(),
+        );
+    }
+
+    /// Sets the rollout gauge from the states of the injected workloads.
+    pub fn set_rollouts(&self, states: impl IntoIterator<Item = crate::rollout::State>) {
+        use crate::rollout::State;
+        let mut counts = [0i64; 3];
+        for s in states {
+            counts[s as usize] += 1;
+        }
+        for s in [State::Pending, State::Complete, State::Failed] {
+            self.rollouts
+                .get_or_create(&RolloutLabels {
+                    state: s.as_str().to_string(),
+                })
+                .set(counts[s as usize]);
+        }
     }
 
     /// Counts one write of `kind`.
@@ -133,6 +164,8 @@ mod tests {
         m.error("kube");
         m.observe(Duration::from_millis(3));
         m.injected.set(2);
+        use crate::rollout::State;
+        m.set_rollouts([State::Complete, State::Complete, State::Failed]);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         for name in [
@@ -141,6 +174,9 @@ mod tests {
             "kotel_reconcile_duration_seconds_count 1",
             "kotel_injected_workloads 2",
             "kotel_writes_total{kind=\"deployment\"} 1",
+            "kotel_rollouts{state=\"pending\"} 0",
+            "kotel_rollouts{state=\"complete\"} 2",
+            "kotel_rollouts{state=\"failed\"} 1",
         ] {
             assert!(out.contains(name), "{name} missing from:\n{out}");
         }
