@@ -290,6 +290,22 @@ fn port_keys(s: &Service) -> Vec<(Option<String>, i32, Option<IntOrString>, Stri
         .collect()
 }
 
+/// Whether every entry of `want` is in `live` with the same value. Server-side apply merges
+/// maps and keyed lists, so what another manager added stays and is not drift: comparing for
+/// equality would re-apply forever.
+fn has_all<K: Ord, V: PartialEq>(
+    live: Option<&BTreeMap<K, V>>,
+    want: Option<&BTreeMap<K, V>>,
+) -> bool {
+    want.into_iter()
+        .flatten()
+        .all(|(k, v)| live.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn selector(s: &Service) -> Option<&BTreeMap<String, String>> {
+    s.spec.as_ref().and_then(|s| s.selector.as_ref())
+}
+
 /// Compares what runs with what kotel wants, field by field of what kotel sets.
 pub fn drift(want: &Objects, live: &Live<'_>) -> Drift {
     let labelled = |m: &ObjectMeta| is_gateway_workload(m);
@@ -312,14 +328,14 @@ pub fn drift(want: &Objects, live: &Live<'_>) -> Drift {
     };
     Drift {
         service_account: live.service_account.is_none_or(|l| !labelled(&l.metadata)),
-        config_map: live
-            .config_map
-            .is_none_or(|l| !labelled(&l.metadata) || l.data != want.config_map.data),
+        config_map: live.config_map.is_none_or(|l| {
+            !labelled(&l.metadata) || !has_all(l.data.as_ref(), want.config_map.data.as_ref())
+        }),
         service: live.service.is_none_or(|l| {
+            let ports = port_keys(l);
             !labelled(&l.metadata)
-                || port_keys(l) != port_keys(&want.service)
-                || l.spec.as_ref().and_then(|s| s.selector.as_ref())
-                    != want.service.spec.as_ref().and_then(|s| s.selector.as_ref())
+                || !port_keys(&want.service).iter().all(|p| ports.contains(p))
+                || !has_all(selector(l), selector(&want.service))
         }),
         workload,
     }
