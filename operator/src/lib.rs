@@ -1,7 +1,8 @@
 //! kotel: a Kubernetes operator that injects and manages OpenTelemetry for workloads.
 //!
 //! Every decision (annotation resolution, env, sidecar, collector config, ports, config hash,
-//! apply body) is a pure function in its own module; only `controller` talks to the API server.
+//! apply body, gateway drift, rollout state, backoff) is a pure function in its own module; only
+//! `controller` talks to the API server, and within it only its `apply` and `report` stages.
 
 pub mod annotations;
 pub mod backoff;

@@ -1,0 +1,150 @@
+//! The Collector controller: validates the configuration, applies a gateway's objects where
+//! they differ (a drifted one is repaired), and reports `ConfigValid` and `Ready`.
+
+use super::*;
+
+pub(super) async fn reconcile_collector(
+    obj: Arc<DeserializeGuard<Collector>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let res = collector_status(&obj, &ctx).await;
+    if res.is_ok() {
+        ctx.backoff.reset(&backoff::key(obj.as_ref()));
+    }
+    res
+}
+
+pub(super) async fn collector_status(
+    obj: &DeserializeGuard<Collector>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let Ok(col) = &obj.0 else {
+        return Ok(Action::await_change());
+    };
+    ctx.stores.wait_until_ready().await;
+    let ns = col.namespace().unwrap_or_default();
+    let name = col.name_any();
+    let previous = col.status.clone().unwrap_or_default();
+    let generation = col.metadata.generation;
+    let validity = validate_config(&col.spec.config);
+    let config_want = match &validity {
+        Ok(_) => Want {
+            type_: "ConfigValid",
+            ok: true,
+            reason: "Valid",
+            message: "the configuration parses and every pipeline names defined components".into(),
+        },
+        Err(e) => Want {
+            type_: "ConfigValid",
+            ok: false,
+            reason: "InvalidConfig",
+            message: e.to_string(),
+        },
+    };
+    // Gateway modes: apply the objects when they differ, then read the pods' progress.
+    let pods = match &validity {
+        Ok(cfg) if col.spec.mode != Mode::Sidecar => {
+            let uid = col.metadata.uid.clone().unwrap_or_default();
+            let owner = gateway::Owner {
+                name: &name,
+                namespace: &ns,
+                uid: &uid,
+            };
+            let objects = gateway::desired(&owner, &col.spec, cfg, &ports_for(&col.spec, cfg))
+                .expect("gateway modes have objects");
+            Some(apply_gateway(ctx, &ns, &gateway::object_name(&name), objects).await?)
+        }
+        Ok(_) if previous.replicas.is_some() => {
+            // Switched to sidecar mode: the gateway goes.
+            remove_gateway(ctx, &ns, &gateway::object_name(&name), None).await?;
+            None
+        }
+        _ => None,
+    };
+    let ready_want = match (col.spec.mode, &validity, pods) {
+        (_, Err(_), _) => Want {
+            type_: "Ready",
+            ok: false,
+            reason: "InvalidConfig",
+            message: "fix spec.config; running collectors keep their last good configuration"
+                .into(),
+        },
+        (Mode::Sidecar, Ok(_), _) => Want {
+            type_: "Ready",
+            ok: true,
+            reason: "SidecarReady",
+            message: "injected into Deployments annotated kotel.dev/sidecar".into(),
+        },
+        (_, Ok(_), Some((want, ready))) if want > 0 && ready >= want => Want {
+            type_: "Ready",
+            ok: true,
+            reason: "Available",
+            message: format!("{ready} of {want} collector pod(s) ready"),
+        },
+        (_, Ok(_), pods) => {
+            let (want, ready) = pods.unwrap_or_default();
+            Want {
+                type_: "Ready",
+                ok: false,
+                reason: "Progressing",
+                message: format!(
+                    "{ready} of {want} collector pod(s) ready in {}",
+                    gateway::object_name(&name)
+                ),
+            }
+        }
+    };
+    let workloads = if col.spec.mode == Mode::Sidecar {
+        ctx.stores
+            .deployments
+            .state()
+            .iter()
+            .filter(|d| sidecar_from(d, &ctx.stores) == Some((ns.clone(), name.clone())))
+            .count() as i32
+    } else {
+        0
+    };
+    let conditions = vec![
+        status::condition(&config_want, generation, &previous.conditions, now()),
+        status::condition(&ready_want, generation, &previous.conditions, now()),
+    ];
+    let image = col.spec.image().to_string();
+    let (replicas, ready_replicas) = match pods {
+        Some((w, r)) => (Some(w), Some(r)),
+        // Invalid config in a gateway mode: the last good pods keep running and keep counting.
+        None if validity.is_err() => (previous.replicas, previous.ready_replicas),
+        None => (None, None),
+    };
+    if previous.observed_generation == generation
+        && previous.replicas == replicas
+        && previous.ready_replicas == ready_replicas
+        && previous.workloads == workloads
+        && previous.image.as_deref() == Some(image.as_str())
+        && status::same_conditions(&previous.conditions, &conditions)
+    {
+        return Ok(Action::await_change());
+    }
+    let was_valid = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ConfigValid")
+        .map(|c| c.status == "True");
+    if let (Err(e), Some(true) | None) = (&validity, was_valid) {
+        ctx.publish(
+            col.object_ref(&()),
+            EventType::Warning,
+            "InvalidConfig",
+            "Validate",
+            e.to_string(),
+        )
+        .await;
+    }
+    let body = json!({
+        "apiVersion": "kotel.dev/v1alpha1",
+        "kind": "Collector",
+        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "image": image,
+                   "replicas": replicas, "readyReplicas": ready_replicas}
+    });
+    apply_status::<Collector>(ctx, &ns, &name, &body).await?;
+    Ok(Action::await_change())
+}

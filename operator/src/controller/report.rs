@@ -1,0 +1,194 @@
+//! Stage 4, report: Events (a standing problem once, every change kotel makes with its own
+//! message) and status, applied by kotel's field manager.
+
+use super::*;
+
+/// Whether an Event reports normal operation or a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Normal operation.
+    Normal,
+    /// Something the user should fix.
+    Warning,
+}
+
+impl Context {
+    pub(super) async fn event(&self, d: &Deployment, type_: EventType, reason: &str, note: String) {
+        self.publish(d.object_ref(&()), type_, reason, "Reconcile", note)
+            .await;
+    }
+
+    /// Creates one `events.k8s.io/v1` Event. Each call is its own Event (no series
+    /// aggregation), so every change kotel makes is visible with its own message.
+    pub(super) async fn publish(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ns = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let ev = KubeEvent {
+            metadata: ObjectMeta {
+                // `<object>.<nanoseconds>` as client-go names Events; unique per publish.
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.clone().unwrap_or_default(),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            type_: Some(match type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            reason: Some(reason.to_string()),
+            action: Some(action.to_string()),
+            note: Some(note.chars().take(1000).collect()),
+            regarding: Some(regarding),
+            reporting_controller: Some("kotel.dev/operator".into()),
+            reporting_instance: Some(self.instance.chars().take(128).collect()),
+            ..Default::default()
+        };
+        let api: Api<KubeEvent> = Api::namespaced(self.client.clone(), &ns);
+        match api.create(&PostParams::default(), &ev).await {
+            Ok(_) => self.metrics.write("event"),
+            Err(e) => warn!(error = %e, "could not publish an Event"),
+        }
+    }
+
+    /// Reports standing problems once (not on every reconcile): only when the set of
+    /// problems of this Deployment differs from the last one reported.
+    pub(super) async fn report(&self, d: &Deployment, problems: &[Problem]) {
+        let key = ObjectRef::from_obj(d);
+        let text: String = problems
+            .iter()
+            .map(|p| format!("{}: {}\n", p.reason, p.message))
+            .collect();
+        let new = {
+            let mut reported = self.reported.lock().expect("lock");
+            // Problems of Deployments that are gone go with them.
+            reported.retain(|k, _| self.stores.deployments.get(k).is_some());
+            reported.insert(key, text.clone()) != Some(text)
+        };
+        for p in problems {
+            self.metrics.error(p.reason);
+            if new {
+                warn!(deployment = %d.name_any(), reason = p.reason, "{}", p.message);
+                self.event(d, EventType::Warning, p.reason, p.message.clone())
+                    .await;
+            }
+        }
+    }
+
+    pub(super) fn clear_report(&self, d: &Deployment) {
+        self.reported
+            .lock()
+            .expect("lock")
+            .remove(&ObjectRef::from_obj(d));
+    }
+}
+
+pub(super) fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// The Events of a change kotel applied: what it injected or removed, the user's variables it
+/// left alone, and container names that match nothing.
+pub(super) async fn report_applied(ctx: &Context, d: &Deployment, plan: &Plan, inputs: &Inputs) {
+    match (&plan.intent.hash, &inputs.instrumentation) {
+        (None, _) => {
+            info!("removed kotel's injection");
+            ctx.event(
+                d,
+                EventType::Normal,
+                "Removed",
+                "removed everything kotel had injected".into(),
+            )
+            .await;
+        }
+        (Some(hash), inst) => {
+            let containers: Vec<&str> = plan
+                .intent
+                .containers
+                .iter()
+                .map(|(c, _)| c.as_str())
+                .collect();
+            let mut msg = match inst {
+                Some((name, _)) => format!(
+                    "injected Instrumentation {name} into containers [{}]",
+                    containers.join(", ")
+                ),
+                None => "injected no SDK env".to_string(),
+            };
+            if let Some((c, _)) = &inputs.collector {
+                msg.push_str(&format!(" with sidecar Collector {c}"));
+            }
+            msg.push_str(&format!(" (config-hash {hash})"));
+            info!(hash = %hash, "{msg}");
+            ctx.event(d, EventType::Normal, "Injected", msg).await;
+        }
+    }
+    if !plan.kept_user_vars.is_empty() {
+        let list: Vec<String> = plan
+            .kept_user_vars
+            .iter()
+            .map(|(c, v)| format!("{c}/{v}"))
+            .collect();
+        ctx.event(
+            d,
+            EventType::Normal,
+            "UserVariableKept",
+            format!(
+                "kept the workload's own value of {}; kotel did not set these",
+                list.join(", ")
+            ),
+        )
+        .await;
+    }
+    if !plan.unknown_containers.is_empty() {
+        ctx.event(
+            d,
+            EventType::Warning,
+            "UnknownContainer",
+            format!(
+                "{} lists containers that the pod template does not have: {}",
+                annotations::CONTAINER_NAMES,
+                plan.unknown_containers.join(", ")
+            ),
+        )
+        .await;
+    }
+}
+
+/// Applies a status (kotel's whole status of the object) by kotel's field manager; every
+/// status write goes through here.
+pub(super) async fn apply_status<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    body: &serde_json::Value,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    ctx.metrics.write("status");
+    Ok(())
+}
