@@ -67,6 +67,23 @@ use instrumentations::*;
 use triggers::*;
 
 pub use report::EventType;
+
+/// A namespaced object kind that an `Api<K>` can read and write.
+trait Namespaced:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+{
+}
 use report::*;
 use stores::*;
 pub use stores::{GatewayStores, Stores};

@@ -454,6 +454,16 @@ mod tests {
         }
     }
 
+    fn field_path(e: &EnvVar) -> &str {
+        &e.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path
+    }
+
     fn names(env: &[EnvVar]) -> Vec<&str> {
         env.iter().map(|e| e.name.as_str()).collect()
     }
@@ -512,37 +522,10 @@ mod tests {
                 "EXTRA"
             ]
         );
+        assert_eq!(field_path(&env[0]), "metadata.name");
+        assert_eq!(field_path(&env[1]), "spec.nodeName");
         assert_eq!(
-            env[0]
-                .value_from
-                .as_ref()
-                .unwrap()
-                .field_ref
-                .as_ref()
-                .unwrap()
-                .field_path,
-            "metadata.name"
-        );
-        assert_eq!(
-            env[1]
-                .value_from
-                .as_ref()
-                .unwrap()
-                .field_ref
-                .as_ref()
-                .unwrap()
-                .field_path,
-            "spec.nodeName"
-        );
-        assert_eq!(
-            env[2]
-                .value_from
-                .as_ref()
-                .unwrap()
-                .field_ref
-                .as_ref()
-                .unwrap()
-                .field_path,
+            field_path(&env[2]),
             "metadata.labels['app.kubernetes.io/version']"
         );
         assert_eq!(value(&env, "OTEL_SERVICE_NAME"), Some("cart-svc"));

@@ -112,10 +112,7 @@ pub(super) async fn remove_gateway(
 ) -> Result<(), Error> {
     async fn delete<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned,
+        K: Namespaced,
     {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
         match api.get_metadata_opt(name).await? {

@@ -177,10 +177,7 @@ pub(super) async fn apply_status<K>(
     body: &serde_json::Value,
 ) -> Result<(), Error>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
+    K: Namespaced,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     api.patch_status(

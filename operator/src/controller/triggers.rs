@@ -3,11 +3,11 @@
 
 use super::*;
 
-/// Deployments whose annotations may resolve to the Instrumentation `(ns, name)`.
-pub(super) fn deployments_using_instrumentation(
+/// The Deployments for which `uses` says yes, given their namespace and their resolved
+/// annotations (`None` when those do not resolve).
+fn deployments_where(
     stores: &Stores,
-    ns: &str,
-    name: &str,
+    uses: impl Fn(&Deployment, &str, Option<Resolved>) -> bool,
 ) -> Vec<ObjectRef<Deployment>> {
     stores
         .deployments
@@ -16,47 +16,44 @@ pub(super) fn deployments_using_instrumentation(
         .filter(|d| {
             let dns = d.namespace().unwrap_or_default();
             let nso = namespace_annotations(stores, &dns);
-            let uses = match resolve_deployment(d, nso.as_deref()) {
-                Ok(r) => match r.inject {
-                    InjectRef::Only => dns == ns,
-                    InjectRef::Named { namespace, name: n } => namespace == ns && n == name,
-                    InjectRef::Off => false,
-                },
-                Err(_) => false,
-            };
-            uses || (dns == ns && current_hash(d).is_some())
+            uses(d, &dns, resolve_deployment(d, nso.as_deref()).ok())
         })
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
 }
 
-/// Deployments whose annotations may resolve to the Collector `(ns, name)`.
+/// Deployments whose annotations may resolve to the Instrumentation `(ns, name)`, and those of
+/// its namespace that kotel injected (they may have used it).
+pub(super) fn deployments_using_instrumentation(
+    stores: &Stores,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<Deployment>> {
+    deployments_where(stores, |d, dns, r| {
+        let named = match r.map(|r| r.inject) {
+            Some(InjectRef::Only) => dns == ns,
+            Some(InjectRef::Named { namespace, name: n }) => namespace == ns && n == name,
+            Some(InjectRef::Off) | None => false,
+        };
+        named || (dns == ns && current_hash(d).is_some())
+    })
+}
+
+/// Deployments of the Collector's namespace whose annotations may resolve to it.
 pub(super) fn deployments_using_collector(
     stores: &Stores,
     ns: &str,
     name: &str,
 ) -> Vec<ObjectRef<Deployment>> {
-    stores
-        .deployments
-        .state()
-        .iter()
-        .filter(|d| {
-            let dns = d.namespace().unwrap_or_default();
-            if dns != ns {
-                return false;
+    deployments_where(stores, |d, dns, r| {
+        dns == ns
+            && match r.map(|r| r.sidecar) {
+                Some(SidecarRef::Only) => true,
+                Some(SidecarRef::Named(n)) => n == name,
+                Some(SidecarRef::Off) => current_hash(d).is_some(),
+                None => false,
             }
-            let nso = namespace_annotations(stores, &dns);
-            match resolve_deployment(d, nso.as_deref()) {
-                Ok(r) => match r.sidecar {
-                    SidecarRef::Only => true,
-                    SidecarRef::Named(n) => n == name,
-                    SidecarRef::Off => current_hash(d).is_some(),
-                },
-                Err(_) => false,
-            }
-        })
-        .map(|d| ObjectRef::from_obj(d.as_ref()))
-        .collect()
+    })
 }
 
 /// Passes the events that can change what Deployments get: a new spec (generation) or a
