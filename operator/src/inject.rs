@@ -11,6 +11,7 @@ use crate::annotations::CONFIG_HASH;
 use crate::instrumentation::{InstrumentationSpec, Protocol, parse_interval_ms};
 use crate::ownership::Shape;
 use crate::sidecar;
+use crate::workload::Kind;
 
 /// Downward-API variable holding the pod name.
 pub const POD_NAME_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_POD_NAME";
@@ -24,12 +25,14 @@ pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 /// user write as the image, so an image bump rolls the workload once, never twice.
 pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 
-/// The parts of a Deployment that decide what kotel injects.
+/// The parts of a workload that decide what kotel injects.
 #[derive(Debug, Clone, Copy)]
 pub struct Workload<'a> {
-    /// The Deployment's namespace.
+    /// Its kind.
+    pub kind: Kind,
+    /// Its namespace.
     pub namespace: &'a str,
-    /// The Deployment's name.
+    /// Its name.
     pub name: &'a str,
     /// The pod template's labels.
     pub template_labels: Option<&'a BTreeMap<String, String>>,
@@ -178,12 +181,13 @@ pub fn destination(
     Ok(Destination { endpoint, protocol })
 }
 
-/// The full env kotel would give one container, in contract order, before user vars are removed.
-/// `version_label`: the pod template carries [`VERSION_LABEL`].
+/// The full env kotel would give one container of `workload` (its kind and name), in contract
+/// order, before user vars are removed. `version_label`: the pod template carries
+/// [`VERSION_LABEL`].
 pub fn container_env(
     spec: &InstrumentationSpec,
     namespace: &str,
-    deployment: &str,
+    workload: (Kind, &str),
     service: &str,
     dest: &Destination,
     container: &Container,
@@ -231,7 +235,7 @@ pub fn container_env(
 
     let mut attrs: Vec<(String, String)> = vec![
         ("k8s.namespace.name".into(), encode_value(namespace)),
-        ("k8s.deployment.name".into(), encode_value(deployment)),
+        (workload.0.name_attribute().into(), encode_value(workload.1)),
         ("k8s.pod.name".into(), format!("$({POD_NAME_VAR})")),
         ("k8s.node.name".into(), format!("$({NODE_NAME_VAR})")),
         ("k8s.container.name".into(), encode_value(&container.name)),
@@ -334,7 +338,15 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
             let version_label = w
                 .template_labels
                 .is_some_and(|l| l.contains_key(VERSION_LABEL));
-            for e in container_env(spec, w.namespace, w.name, &service, &dest, c, version_label) {
+            for e in container_env(
+                spec,
+                w.namespace,
+                (w.kind, w.name),
+                &service,
+                &dest,
+                c,
+                version_label,
+            ) {
                 if users.contains(&e.name) {
                     out.kept_user_vars.push((c.name.clone(), e.name));
                 } else {
@@ -395,12 +407,12 @@ impl Intent {
         self.shape() == *owned && (self.hash.is_none() || self.hash.as_deref() == current_hash)
     }
 
-    /// The server-side-apply body: only kotel's fields, so a smaller intent removes exactly what
-    /// kotel added before.
-    pub fn apply_body(&self, namespace: &str, name: &str) -> Value {
+    /// The server-side-apply body for a workload of `kind`: only kotel's fields, so a smaller
+    /// intent removes exactly what kotel added before.
+    pub fn apply_body(&self, kind: Kind, namespace: &str, name: &str) -> Value {
         let mut body = json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
+            "apiVersion": kind.api_version(),
+            "kind": kind.as_str(),
             "metadata": {"name": name, "namespace": namespace},
         });
         let Some(hash) = &self.hash else {
@@ -421,10 +433,14 @@ impl Intent {
                 Value::Array(vec![serde_json::to_value(s).expect("container serialises")]),
             );
         }
-        body["spec"] = json!({"template": {
+        let mut at = &mut body;
+        for key in kind.template_path() {
+            at = &mut at[*key];
+        }
+        *at = json!({
             "metadata": {"annotations": {CONFIG_HASH: hash}},
             "spec": Value::Object(pod_spec),
-        }});
+        });
         body
     }
 }
@@ -477,7 +493,7 @@ mod tests {
         container_env(
             spec,
             "n",
-            "d",
+            (Kind::Deployment, "d"),
             "s",
             &dest(),
             &container("c", "img", &[]),
@@ -501,7 +517,15 @@ mod tests {
             "env": [{"name": "EXTRA", "value": "1"}]
         }));
         let c = container("app", "repo/app:1.2.3", &[]);
-        let env = container_env(&spec, "shop", "cart", "cart-svc", &dest(), &c, true);
+        let env = container_env(
+            &spec,
+            "shop",
+            (Kind::Deployment, "cart"),
+            "cart-svc",
+            &dest(),
+            &c,
+            true,
+        );
         assert_eq!(
             names(&env),
             vec![
@@ -556,13 +580,17 @@ mod tests {
         let env = container_env(
             &spec,
             "shop",
-            "cart",
+            (Kind::CronJob, "cart"),
             "s",
             &dest(),
             &container("app", "app:1.4.2", &[]),
             false,
         );
         let attrs = value(&env, "OTEL_RESOURCE_ATTRIBUTES").unwrap();
+        assert!(
+            attrs.contains("k8s.cronjob.name=cart") && !attrs.contains("k8s.deployment.name"),
+            "the name attribute follows the kind: {attrs}"
+        );
         assert!(attrs.contains("service.namespace=team%20a"), "{attrs}");
         assert!(!attrs.contains("service.namespace=shop"), "{attrs}");
         assert!(
@@ -588,7 +616,15 @@ mod tests {
             argument: None,
         });
         let d = destination("i", &spec, false).unwrap();
-        let env = container_env(&spec, "n", "d", "s", &d, &container("c", "img", &[]), false);
+        let env = container_env(
+            &spec,
+            "n",
+            (Kind::Deployment, "d"),
+            "s",
+            &d,
+            &container("c", "img", &[]),
+            false,
+        );
         assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
         assert_eq!(value(&env, "OTEL_TRACES_EXPORTER"), Some("otlp"));
         assert_eq!(value(&env, "OTEL_METRICS_EXPORTER"), Some("none"));
@@ -706,6 +742,7 @@ mod tests {
         ];
         let owned = Shape::default();
         let w = Workload {
+            kind: Kind::Deployment,
             namespace: "n",
             name: "d",
             template_labels: None,
@@ -740,6 +777,7 @@ mod tests {
         let containers = vec![container("app", "app:1", &[])];
         let owned = Shape::default();
         let w = Workload {
+            kind: Kind::Deployment,
             namespace: "n",
             name: "d",
             template_labels: None,
@@ -760,7 +798,7 @@ mod tests {
         )
         .unwrap();
         assert!(p.intent.containers.is_empty());
-        let body = p.intent.apply_body("n", "d");
+        let body = p.intent.apply_body(Kind::Deployment, "n", "d");
         assert_eq!(
             body["spec"]["template"]["spec"]["initContainers"][0]["restartPolicy"],
             "Always"
@@ -784,7 +822,7 @@ mod tests {
             sidecar: None,
             hash: Some("abc".into()),
         };
-        let body = intent.apply_body("n", "d");
+        let body = intent.apply_body(Kind::Deployment, "n", "d");
         assert_eq!(
             body,
             json!({
@@ -796,8 +834,19 @@ mod tests {
                 }}
             })
         );
+        // A CronJob's pod template is its jobTemplate's, so that its next Jobs carry it.
+        let cron = intent.apply_body(Kind::CronJob, "n", "nightly");
         assert_eq!(
-            Intent::default().apply_body("n", "d"),
+            (cron["apiVersion"].as_str(), cron["kind"].as_str()),
+            (Some("batch/v1"), Some("CronJob"))
+        );
+        assert_eq!(
+            cron["spec"]["jobTemplate"]["spec"]["template"],
+            body["spec"]["template"]
+        );
+        assert!(cron["spec"].get("template").is_none());
+        assert_eq!(
+            Intent::default().apply_body(Kind::Deployment, "n", "d"),
             json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"}})
         );
     }
@@ -878,7 +927,7 @@ mod tests {
             let mut hash = None;
 
             let first = {
-                let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+                let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
                 plan(&w, &req).unwrap()
             };
             for (_, env) in &first.intent.containers {
@@ -887,7 +936,7 @@ mod tests {
                 }
             }
             simulate_apply(&mut containers, &mut owned, &mut hash, &first.intent);
-            let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
             let second = plan(&w, &req).unwrap();
             prop_assert_eq!(&second.intent, &first.intent);
             prop_assert!(second.intent.is_applied(w.owned, w.current_hash));
@@ -909,14 +958,14 @@ mod tests {
             let mut owned = Shape::default();
             let mut hash = None;
             let req = Request { instrumentation: Some(("i", &spec)), ..Default::default() };
-            let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: None, owned: &owned };
+            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: None, owned: &owned };
             let p = plan(&w, &req).unwrap();
             simulate_apply(&mut containers, &mut owned, &mut hash, &p.intent);
 
-            let w = Workload { namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
             let removed = plan(&w, &Request::default()).unwrap();
             prop_assert!(removed.intent.shape().is_empty());
-            let body = removed.intent.apply_body("n", "d");
+            let body = removed.intent.apply_body(Kind::Deployment, "n", "d");
             prop_assert_eq!(body.get("spec"), None);
             prop_assert!(!removed.intent.is_applied(w.owned, w.current_hash) || owned.is_empty());
             simulate_apply(&mut containers, &mut owned, &mut hash, &removed.intent);

@@ -19,6 +19,7 @@ pub mod rollout;
 pub mod sidecar;
 pub mod status;
 pub mod telemetry;
+pub mod workload;
 
 use kube::CustomResourceExt;
 

@@ -51,8 +51,13 @@ pub fn kotel_shape(managed: &[ManagedFieldsEntry]) -> Shape {
         let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else {
             continue;
         };
-        let template = fields.pointer("/f:spec/f:template");
-        let Some(template) = template else { continue };
+        // Wherever the kind keeps its pod template (a CronJob: in its jobTemplate).
+        let Some(template) = crate::workload::Kind::ALL
+            .iter()
+            .find_map(|k| fields.pointer(&k.template_pointer()))
+        else {
+            continue;
+        };
         if template
             .pointer("/f:metadata/f:annotations")
             .and_then(|a| a.get(format!("f:{CONFIG_HASH}")))
@@ -168,6 +173,10 @@ mod tests {
             s.init_containers,
             BTreeSet::from(["kotel-collector".to_string()])
         );
+
+        // The same fields under a CronJob's jobTemplate.
+        let cron = json!({"f:spec": {"f:jobTemplate": {"f:spec": managed[1].fields_v1.clone().unwrap().0["f:spec"].clone()}}});
+        assert_eq!(kotel_shape(&[entry(FIELD_MANAGER, "Apply", cron)]), s);
         assert!(!s.is_empty());
     }
 

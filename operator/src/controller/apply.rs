@@ -7,7 +7,9 @@ use super::*;
 pub(super) async fn apply_intent(ctx: &Context, d: &Deployment, plan: &Plan) -> Result<(), Error> {
     let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let body = plan.intent.apply_body(&ns, &name);
+    let body = plan
+        .intent
+        .apply_body(crate::workload::Kind::Deployment, &ns, &name);
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),

@@ -53,6 +53,7 @@ pub(super) fn decide(
         .unwrap_or_default();
     let meta = template.and_then(|t| t.metadata.as_ref());
     let w = Workload {
+        kind: crate::workload::Kind::Deployment,
         namespace: d.metadata.namespace.as_deref().unwrap_or_default(),
         name: d.metadata.name.as_deref().unwrap_or_default(),
         template_labels: meta.and_then(|m| m.labels.as_ref()),
