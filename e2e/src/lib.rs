@@ -328,6 +328,12 @@ impl Operator {
             cmd.env("KUBECONFIG", k);
         }
         cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        // The default filter, plus the debug line of every Deployment reconcile that
+        // `reconciled` looks for.
+        cmd.env(
+            "KOTEL_LOG",
+            "info,kube_runtime=warn,kube_client=warn,kotel_operator::controller::deployments=debug",
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -370,6 +376,16 @@ impl Operator {
             )
         })?;
         Ok(op)
+    }
+
+    /// Whether the operator has reconciled the Deployment `ns/name` at least once (a positive
+    /// sign to wait for before asserting that it wrote nothing there).
+    pub fn reconciled(&self, ns: &str, name: &str) -> bool {
+        let object = format!("\"deployment\":\"{name}\",\"namespace\":\"{ns}\"");
+        std::fs::read_to_string(&self.log).is_ok_and(|log| {
+            log.lines()
+                .any(|l| l.contains("\"message\":\"reconciled\"") && l.contains(&object))
+        })
     }
 
     /// The operator's process id.

@@ -537,8 +537,11 @@ async fn namespace_default_with_deployment_opt_out() -> anyhow::Result<()> {
         template_hash(d).is_some()
     })
     .await?;
-    // Give the operator time to have handled "out" as well; it must stay untouched.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A positive sign that the operator handled "out" as well; it must stay untouched.
+    wait_for("kotel to reconcile out", T, || async {
+        Ok(op.reconciled(&ns.name, "out"))
+    })
+    .await?;
     let out = get_deploy(&client, &ns.name, "out").await?;
     assert!(template_hash(&out).is_none());
     assert!(env_value(&template_env(&out, "app"), "OTEL_SERVICE_NAME").is_none());
@@ -622,7 +625,14 @@ async fn invalid_collector_config_never_reaches_the_pod_template() -> anyhow::Re
             .any(|(r, _)| r == "InvalidConfig"))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A positive sign that the Deployment's reconcile saw the bad config: its own Event.
+    wait_for("an InvalidCollectorConfig Event on svc", T, || async {
+        Ok(event_reasons(&client, &ns.name, "svc")
+            .await?
+            .iter()
+            .any(|(r, _)| r == "InvalidCollectorConfig"))
+    })
+    .await?;
     let d = get_deploy(&client, &ns.name, "svc").await?;
     assert_eq!(
         template_hash(&d).as_deref(),
@@ -841,7 +851,7 @@ async fn gateway_collector_runs_as_owned_objects_and_rolls_on_config_change() ->
         }))
     })
     .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // ConfigValid=False is written by the same reconcile that, because of it, applied nothing.
     assert_eq!(
         template_hash(&get_deploy(&client, &ns.name, "gw-collector").await?).as_deref(),
         Some(second.as_str())
@@ -944,7 +954,15 @@ async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
     // Other namespaces of a shared cluster may hold standing problems that a fresh operator
     // reports once; this test's own objects must see no write at all, and after the start-up
     // pass the whole operator must idle for 30 s without writing anything.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The start-up pass is through once every Deployment of the cluster was reconciled at
+    // least once (counted) and this test's own ones were (seen in the log).
+    let all: Api<Deployment> = Api::all(client.clone());
+    let cluster_deployments = all.list(&Default::default()).await?.items.len() as f64;
+    wait_for("the restarted operator's start-up pass", T, || async {
+        Ok(["a", "b", "c"].iter().all(|n| op.reconciled(&ns.name, n))
+            && op.metric_sum("kotel_reconciles_total").await? >= cluster_deployments)
+    })
+    .await?;
     let writes_settled = op.metric_sum("kotel_writes_total").await?;
     tokio::time::sleep(Duration::from_secs(30)).await;
     let writes = op.metric_sum("kotel_writes_total").await? - writes_settled;

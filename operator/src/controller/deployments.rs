@@ -12,8 +12,11 @@ pub(super) async fn reconcile_deployment(
     span.record("namespace", d.namespace().unwrap_or_default());
     crate::telemetry::record_trace_id(&span);
     let start = Instant::now();
-    let res = reconcile_inner(&d, &ctx).instrument(span).await;
+    let res = reconcile_inner(&d, &ctx).instrument(span.clone()).await;
     ctx.metrics.observe(start.elapsed());
+    // One line per reconcile at debug level, so that one can see that kotel looked at a
+    // workload even when there was nothing to write.
+    span.in_scope(|| tracing::debug!(ok = res.is_ok(), "reconciled"));
     if res.is_ok() {
         ctx.backoff.reset(&backoff::key(d.as_ref()));
     }
