@@ -66,32 +66,38 @@ impl Release {
         sets: &[(&str, String)],
     ) -> anyhow::Result<Self> {
         let chart = chart.to_str().context("chart path")?;
-        let mut args = vec!["install", name, chart, "-n", namespace];
-        args.extend(["--wait", "--timeout", "3m"]);
-        let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        for s in &sets {
-            args.extend(["--set", s]);
-        }
-        let release = Release {
+        helm_with_sets(&["install", name, chart, "-n", namespace], sets)?;
+        Ok(Release {
             name: name.to_string(),
             namespace: namespace.to_string(),
-        };
-        helm(&args)?;
-        Ok(release)
+        })
     }
 
     /// `helm upgrade --reuse-values --wait` with more `--set` pairs.
     pub fn upgrade(&self, chart: &std::path::Path, sets: &[(&str, String)]) -> anyhow::Result<()> {
         let chart = chart.to_str().context("chart path")?;
-        let mut args = vec!["upgrade", &self.name, chart, "-n", &self.namespace];
-        args.extend(["--reuse-values", "--wait", "--timeout", "3m"]);
-        let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        for s in &sets {
-            args.extend(["--set", s]);
-        }
-        helm(&args)?;
+        let upgrade = [
+            "upgrade",
+            &self.name,
+            chart,
+            "-n",
+            &self.namespace,
+            "--reuse-values",
+        ];
+        helm_with_sets(&upgrade, sets)?;
         Ok(())
     }
+}
+
+/// Runs helm with `args`, `--wait --timeout 3m` and a `--set` per pair.
+fn helm_with_sets(args: &[&str], sets: &[(&str, String)]) -> anyhow::Result<String> {
+    let sets: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--wait", "--timeout", "3m"]);
+    for s in &sets {
+        all.extend(["--set", s]);
+    }
+    helm(&all)
 }
 
 impl Drop for Release {

@@ -388,10 +388,7 @@ async fn a_stuck_rollout_is_reported_and_not_rolled_back() -> anyhow::Result<()>
     })
     .await?;
     let (_, body) = http_get(&format!("http://{}/metrics", op.addr)).await?;
-    let failed = body
-        .lines()
-        .find(|l| l.starts_with("kotel_rollouts{state=\"failed\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    let failed = series_value(&body, "kotel_rollouts{state=\"failed\"}");
     assert!(failed.is_some_and(|n| n >= 1.0), "{body}");
     let events = event_reasons(&client, &ns.name, "web").await?;
     let stuck: Vec<_> = events.iter().filter(|(r, _)| r == "RolloutStuck").collect();

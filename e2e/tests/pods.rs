@@ -499,11 +499,7 @@ async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
         Duration::from_secs(60),
         || async {
             let m = operator_metrics(&client, &op_ns.name, &op_pod).await?;
-            Ok(m.lines().any(|l| {
-                l.strip_prefix("kotel_rollouts{state=\"complete\"} ")
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .is_some_and(|v| v >= 1.0)
-            }))
+            Ok(series_value(&m, "kotel_rollouts{state=\"complete\"}").is_some_and(|v| v >= 1.0))
         },
     )
     .await?;
