@@ -332,7 +332,7 @@ impl Operator {
         // `reconciled` looks for.
         cmd.env(
             "KOTEL_LOG",
-            "info,kube_runtime=warn,kube_client=warn,kotel_operator::controller::deployments=debug",
+            "info,kube_runtime=warn,kube_client=warn,kotel_operator::controller::workloads=debug",
         );
         for (k, v) in env {
             cmd.env(k, v);
@@ -378,10 +378,10 @@ impl Operator {
         Ok(op)
     }
 
-    /// Whether the operator has reconciled the Deployment `ns/name` at least once (a positive
+    /// Whether the operator has reconciled the workload `ns/name` (of any kind) at least once (a positive
     /// sign to wait for before asserting that it wrote nothing there).
     pub fn reconciled(&self, ns: &str, name: &str) -> bool {
-        let object = format!("\"deployment\":\"{name}\",\"namespace\":\"{ns}\"");
+        let object = format!("\"workload\":\"{name}\",\"namespace\":\"{ns}\"");
         std::fs::read_to_string(&self.log).is_ok_and(|log| {
             log.lines()
                 .any(|l| l.contains("\"message\":\"reconciled\"") && l.contains(&object))

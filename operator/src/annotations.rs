@@ -86,8 +86,8 @@ pub struct AnnotationError {
 /// The annotation maps a value is looked up in, most specific first.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sources<'a> {
-    /// The Deployment's own annotations.
-    pub deployment: Option<&'a BTreeMap<String, String>>,
+    /// The workload's own annotations.
+    pub workload: Option<&'a BTreeMap<String, String>>,
     /// The pod template's annotations.
     pub template: Option<&'a BTreeMap<String, String>>,
     /// The Namespace's annotations.
@@ -98,7 +98,7 @@ impl<'a> Sources<'a> {
     /// The most specific value of `key`; the Namespace only counts when `namespace_too`.
     pub fn lookup(&self, key: &str, namespace_too: bool) -> Option<&'a str> {
         let levels = [
-            self.deployment,
+            self.workload,
             self.template,
             if namespace_too { self.namespace } else { None },
         ];
@@ -361,12 +361,12 @@ mod tests {
     }
 
     #[test]
-    fn deployment_beats_template_beats_namespace() {
+    fn workload_beats_template_beats_namespace() {
         let d = map(&[(INJECT, "from-deploy")]);
         let t = map(&[(INJECT, "from-template"), (SIDECAR, "tpl")]);
         let n = map(&[(INJECT, "from-ns"), (SIDECAR, "true")]);
         let s = Sources {
-            deployment: Some(&d),
+            workload: Some(&d),
             template: Some(&t),
             namespace: Some(&n),
         };
@@ -380,7 +380,7 @@ mod tests {
         );
         assert_eq!(r.sidecar, SidecarRef::Named("tpl".into()));
         let s = Sources {
-            deployment: None,
+            workload: None,
             template: None,
             namespace: Some(&n),
         };
@@ -398,7 +398,7 @@ mod tests {
         let d = map(&[(INJECT, "false"), (SIDECAR, "FALSE")]);
         let n = map(&[(INJECT, "true"), (SIDECAR, "true")]);
         let s = Sources {
-            deployment: Some(&d),
+            workload: Some(&d),
             template: None,
             namespace: Some(&n),
         };
@@ -412,7 +412,7 @@ mod tests {
         let n = map(&[(SERVICE_NAME, "ns-wide"), (CONTAINER_NAMES, "a")]);
         let t = map(&[(CONTAINER_NAMES, " a, b ,,")]);
         let s = Sources {
-            deployment: None,
+            workload: None,
             template: Some(&t),
             namespace: Some(&n),
         };
@@ -455,7 +455,7 @@ mod tests {
     fn empty_container_list_is_an_error() {
         let t = map(&[(CONTAINER_NAMES, " , ")]);
         let s = Sources {
-            deployment: None,
+            workload: None,
             template: Some(&t),
             namespace: None,
         };
@@ -522,7 +522,7 @@ mod tests {
             let dm = d.as_ref().map(|v| map(&[(INJECT, v)]));
             let tm = t.as_ref().map(|v| map(&[(INJECT, v)]));
             let nm = n.as_ref().map(|v| map(&[(INJECT, v)]));
-            let s = Sources { deployment: dm.as_ref(), template: tm.as_ref(), namespace: nm.as_ref() };
+            let s = Sources { workload: dm.as_ref(), template: tm.as_ref(), namespace: nm.as_ref() };
             let expected = d.or(t).or(n);
             prop_assert_eq!(s.lookup(INJECT, true).map(str::to_string), expected);
         }

@@ -28,6 +28,7 @@ pub const DEFAULT_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.140.0";
     status = "CollectorStatus",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Image", type_ = "string", json_path = ".status.image"),
+    printcolumn(name = "Workloads", type_ = "integer", json_path = ".status.workloads"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -126,9 +127,12 @@ pub struct CollectorStatus {
     /// The image the collector runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Sidecar mode: how many Deployments carry this collector.
+    /// Sidecar mode: how many workloads (of every kind) carry this collector.
     #[serde(default)]
     pub workloads: i32,
+    /// The same count by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_kind: Option<crate::status::ByKind>,
 }
 
 fn any_config_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -8,9 +8,12 @@
 //!   hash differs;
 //! - `report`: Events and status.
 //!
-//! `deployments`, `collectors` and `instrumentations` are the thin reconcile shells that run
-//! those stages; `triggers` says which change wakes which reconcile. Only `apply` and `report`
-//! (and the readiness wait for the CRDs here) send requests to the API server.
+//! `workloads` is the thin reconcile shell that runs those stages, once per kind (Deployment,
+//! StatefulSet, DaemonSet, CronJob: what differs between them is in `crate::workload`);
+//! `collectors` and `instrumentations` are the status reconcilers; `triggers` says which change
+//! wakes which reconcile; `unpatchable` tells an annotated bare Pod or Job why nothing happens.
+//! Only `apply` and `report` (and the readiness wait for the CRDs here) send requests to the API
+//! server.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentCondition, DeploymentStatus};
+#[cfg(test)]
+use k8s_openapi::api::apps::v1::DeploymentStatus;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, Namespace, PodSpec, Service, ServiceAccount,
@@ -47,24 +53,26 @@ use crate::metrics::Metrics;
 use crate::ownership::{self, FIELD_MANAGER};
 use crate::rollout;
 use crate::status::{self, Want};
+use crate::workload::{Kind, Object, Templated};
 
 mod apply;
 mod collectors;
 mod decide;
-mod deployments;
 mod dereference;
 mod instrumentations;
 mod report;
 mod stores;
 mod triggers;
+mod unpatchable;
+mod workloads;
 
 use apply::*;
 use collectors::*;
 use decide::*;
-use deployments::*;
 use dereference::*;
 use instrumentations::*;
 use triggers::*;
+use workloads::*;
 
 pub use report::EventType;
 
@@ -86,7 +94,7 @@ impl<K> Namespaced for K where
 }
 use report::*;
 use stores::*;
-pub use stores::{GatewayStores, Stores};
+pub use stores::{GatewayStores, Stores, WorkloadStores};
 
 /// Failures of one reconcile.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +114,13 @@ pub struct Context {
     pub metrics: Metrics,
     /// The stores.
     pub stores: Stores,
-    /// The last problem reported per Deployment, so a standing problem is reported once.
-    reported: Mutex<HashMap<ObjectRef<Deployment>, String>>,
+    /// The last problem reported per workload, so a standing problem is reported once.
+    reported: Mutex<HashMap<WorkloadKey, String>>,
+    /// The rollout state of each injected workload, for `kotel_rollouts` and status.
+    rollouts: Mutex<HashMap<WorkloadKey, rollout::State>>,
     /// Consecutive failures per object and kind.
     backoff: Backoff,
-    /// Wakes the status controllers after kotel changed a Deployment.
+    /// Wakes the status controllers after kotel changed a workload, or a rollout moved.
     status_trigger: mpsc::UnboundedSender<()>,
 }
 
@@ -166,18 +176,11 @@ pub async fn run(
 
     let (ready_tx, ready_rx) = watch::channel([false; STREAMS]);
     let ready_tx = Arc::new(ready_tx);
-    let (dep_store, dep_writer) = reflector::store::<Deployment>();
-    let dep_stream = watcher(
-        Api::<Deployment>::all(client.clone()),
-        // Paged lists keep the start-up peak small: a list from the watch cache
-        // (`any_semantic`) would arrive as one body, however many Deployments there are.
-        watcher::Config::default().page_size(100),
-    )
-    .default_backoff()
-    .modify(trim_deployment)
-    .reflect(dep_writer)
-    .inspect(mark_ready(ready_tx.clone(), 0))
-    .touched_objects();
+    let (status_tx, status_rx) = mpsc::unbounded::<()>();
+    let (dep_store, dep_stream) = watch_workloads::<Deployment>(&client, &ready_tx, 0, &status_tx);
+    let (sts_store, sts_stream) = watch_workloads::<StatefulSet>(&client, &ready_tx, 9, &status_tx);
+    let (ds_store, ds_stream) = watch_workloads::<DaemonSet>(&client, &ready_tx, 10, &status_tx);
+    let (cj_store, cj_stream) = watch_workloads::<CronJob>(&client, &ready_tx, 11, &status_tx);
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let ns_stream = watcher(
         Api::<Namespace>::all(client.clone()),
@@ -236,9 +239,13 @@ pub async fn run(
     let (gw_dep_store, gw_dep_stream) = gateway_stream!(Deployment, 7);
     let (gw_ds_store, gw_ds_stream) = gateway_stream!(DaemonSet, 8);
 
-    let deployments = Controller::for_stream(dep_stream, dep_store.clone());
     let stores = Stores {
-        deployments: dep_store,
+        workloads: WorkloadStores {
+            deployments: dep_store.clone(),
+            stateful_sets: sts_store.clone(),
+            daemon_sets: ds_store.clone(),
+            cron_jobs: cj_store.clone(),
+        },
         namespaces: ns_store.clone(),
         instrumentations: inst_store.clone(),
         collectors: col_store.clone(),
@@ -251,49 +258,78 @@ pub async fn run(
         },
         ready: ready_rx,
     };
-    let (tx, rx) = mpsc::unbounded::<()>();
     let ctx = Arc::new(Context {
         client: client.clone(),
         instance: recorder_instance,
         metrics,
         stores: stores.clone(),
         reported: Mutex::default(),
+        rollouts: Mutex::default(),
         backoff: Backoff::default(),
-        status_trigger: tx,
+        status_trigger: status_tx,
     });
 
-    let s1 = stores.clone();
-    let s2 = stores.clone();
-    let s3 = stores.clone();
-    let deployment_controller = deployments
-        .watches_stream(inst_stream, move |i: DeserializeGuard<Instrumentation>| {
-            deployments_using_instrumentation(
-                &s1,
-                &i.namespace().unwrap_or_default(),
-                &i.name_any(),
-            )
-        })
-        .watches_stream(col_stream, move |c: DeserializeGuard<Collector>| {
-            deployments_using_collector(&s2, &c.namespace().unwrap_or_default(), &c.name_any())
-        })
-        .watches_stream(ns_stream, move |n: Namespace| {
-            let name = n.name_any();
-            s3.deployments
-                .state()
-                .iter()
-                .filter(|d| d.namespace().as_deref() == Some(name.as_str()))
-                .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        .with_config(ControllerConfig::default().concurrency(16))
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile_deployment, error_policy, ctx.clone())
-        .for_each(|_| async {});
+    // One watch of each input wakes the workloads it concerns, of every kind.
+    let (dep_tx, dep_rx) = mpsc::unbounded();
+    let (sts_tx, sts_rx) = mpsc::unbounded();
+    let (ds_tx, ds_rx) = mpsc::unbounded();
+    let (cj_tx, cj_rx) = mpsc::unbounded();
+    let wakers = Wakers {
+        deployments: dep_tx,
+        stateful_sets: sts_tx,
+        daemon_sets: ds_tx,
+        cron_jobs: cj_tx,
+    };
+    let (s1, s2, s3) = (stores.clone(), stores.clone(), stores.clone());
+    let concerned = futures::stream::select_all([
+        inst_stream
+            .map(move |r| {
+                r.map(|i| {
+                    workloads_using_instrumentation(
+                        &s1,
+                        &i.namespace().unwrap_or_default(),
+                        &i.name_any(),
+                    )
+                })
+            })
+            .boxed(),
+        col_stream
+            .map(move |r| {
+                r.map(|c| {
+                    workloads_using_collector(
+                        &s2,
+                        &c.namespace().unwrap_or_default(),
+                        &c.name_any(),
+                    )
+                })
+            })
+            .boxed(),
+        ns_stream
+            .map(move |r| r.map(|n| workloads_in(&s3, &n.name_any())))
+            .boxed(),
+    ]);
+    let triggers = concerned.for_each(move |r| {
+        match r {
+            Ok(ws) => ws.iter().for_each(|w| wakers.wake(w.as_ref())),
+            Err(e) => warn!(error = %e, "watch error"),
+        }
+        async {}
+    });
+    let workload_controllers = futures::future::join4(
+        run_workloads(dep_stream, dep_store, dep_rx, &ctx, shutdown.clone()),
+        run_workloads(sts_stream, sts_store, sts_rx, &ctx, shutdown.clone()),
+        run_workloads(ds_stream, ds_store, ds_rx, &ctx, shutdown.clone()),
+        run_workloads(cj_stream, cj_store, cj_rx, &ctx, shutdown.clone()),
+    );
+    let unpatchable = unpatchable::run(client.clone(), ctx.clone());
 
-    // Status controllers run off their own watches and are woken after kotel writes a Deployment.
+    // Status controllers run off their own watches and are woken after kotel writes a
+    // workload, a rollout moves, or an injected workload goes away.
     let (inst_tx, inst_rx) = futures::channel::mpsc::unbounded::<()>();
     let (col_tx, col_rx) = futures::channel::mpsc::unbounded::<()>();
-    let fanout = rx.for_each(move |()| {
+    let rollout_ctx = ctx.clone();
+    let fanout = status_rx.for_each(move |()| {
+        rollout_ctx.publish_rollouts();
         let _ = inst_tx.unbounded_send(());
         let _ = col_tx.unbounded_send(());
         async {}
@@ -335,13 +371,58 @@ pub async fn run(
     };
     tokio::select! {
         _ = async { tokio::join!(
-            deployment_controller.inspect(|_| info!("deployment controller stopped")),
+            workload_controllers.inspect(|_| info!("workload controllers stopped")),
             instrumentation_status.inspect(|_| info!("instrumentation status stopped")),
             collector_status.inspect(|_| info!("collector status stopped")),
             ready) } => {}
         _ = fanout => {}
+        _ = triggers => {}
+        _ = unpatchable => {}
     }
     Ok(())
+}
+
+/// The watch of one workload kind, feeding its store; its first list marks stream `i` ready.
+fn watch_workloads<W: Object>(
+    client: &Client,
+    ready: &Arc<watch::Sender<[bool; STREAMS]>>,
+    i: usize,
+    status: &mpsc::UnboundedSender<()>,
+) -> (
+    Store<W>,
+    impl futures::Stream<Item = Result<W, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store::<W>();
+    let stream = watcher(
+        Api::<W>::all(client.clone()),
+        // Paged lists keep the start-up peak small: a list from the watch cache
+        // (`any_semantic`) would arrive as one body, however many workloads there are.
+        watcher::Config::default().page_size(100),
+    )
+    .default_backoff()
+    .modify(trim::<W>)
+    .reflect(writer)
+    .inspect(mark_ready(ready.clone(), i))
+    .inspect(wake_status_on_delete(status.clone()))
+    .touched_objects();
+    (store, stream)
+}
+
+/// The controller of one workload kind: woken by its own watch and by the triggers.
+async fn run_workloads<W: Object>(
+    stream: impl futures::Stream<Item = Result<W, watcher::Error>> + Send + 'static,
+    store: Store<W>,
+    wake: mpsc::UnboundedReceiver<ObjectRef<W>>,
+    ctx: &Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    Controller::for_stream(stream, store)
+        .reconcile_on(wake)
+        .with_config(ControllerConfig::default().concurrency(16))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_workload::<W>, error_policy::<W>, ctx.clone())
+        .for_each(|_| async {})
+        .await
 }
 
 #[cfg(test)]

@@ -29,6 +29,16 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Sampler", type_ = "string", json_path = ".spec.sampler.type"),
     printcolumn(name = "Workloads", type_ = "integer", json_path = ".status.workloads"),
     printcolumn(
+        name = "Rolling",
+        type_ = "integer",
+        json_path = ".status.rollouts.pending"
+    ),
+    printcolumn(
+        name = "Stuck",
+        type_ = "integer",
+        json_path = ".status.rollouts.failed"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -260,9 +270,15 @@ pub struct InstrumentationStatus {
     /// `Ready`: the Instrumentation is valid and kotel is applying it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// How many Deployments currently carry the env of this Instrumentation.
+    /// How many workloads (of every kind) currently carry the env of this Instrumentation.
     #[serde(default)]
     pub workloads: i32,
+    /// The same count by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_kind: Option<crate::status::ByKind>,
+    /// Where the rollouts of those workloads stand (CronJobs have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollouts: Option<crate::status::Rollouts>,
 }
 
 /// Parses `metricExportInterval` (`30s`, `1m`, `500ms`) into milliseconds.

@@ -19,7 +19,8 @@ pub struct ErrorLabels {
 /// Label set of the write counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
-    /// What was written: `deployment`, `status`, `event`.
+    /// What was written: a workload kind in lower case (`deployment`, `statefulset`,
+    /// `daemonset`, `cronjob`), `gateway`, `status`, `event`.
     pub kind: String,
 }
 
@@ -39,7 +40,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     /// Reconcile duration.
     pub duration: Histogram,
-    /// Deployments that currently carry kotel's injection.
+    /// Workloads (of every kind) that currently carry kotel's injection.
     pub injected: Gauge,
     /// Writes to the API server by kind.
     pub writes: Family<WriteLabels, Counter>,
@@ -66,7 +67,7 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("kotel");
         r.register(
             "reconciles",
-            "Deployment reconciles run",
+            "Workload reconciles run",
             self.reconciles.clone(),
         );
         r.register(
@@ -81,7 +82,7 @@ impl Metrics {
         );
         r.register(
             "injected_workloads",
-            "Deployments that currently carry kotel's injection",
+            "Workloads (Deployments, StatefulSets, DaemonSets, CronJobs) that currently carry kotel's injection",
             self.injected.clone(),
         );
         r.register(
@@ -103,7 +104,7 @@ impl Metrics {
         for s in states {
             counts[s as usize] += 1;
         }
-        for s in [State::Pending, State::Complete, State::Failed] {
+        for s in State::ALL {
             self.rollouts
                 .get_or_create(&RolloutLabels {
                     state: s.as_str().to_string(),
@@ -138,16 +139,24 @@ impl Metrics {
 
     /// Total writes so far, of every kind.
     pub fn total_writes(&self) -> u64 {
-        ["deployment", "status", "event"]
-            .iter()
-            .map(|k| {
-                self.writes
-                    .get_or_create(&WriteLabels {
-                        kind: k.to_string(),
-                    })
-                    .get()
-            })
-            .sum()
+        [
+            "deployment",
+            "statefulset",
+            "daemonset",
+            "cronjob",
+            "gateway",
+            "status",
+            "event",
+        ]
+        .iter()
+        .map(|k| {
+            self.writes
+                .get_or_create(&WriteLabels {
+                    kind: k.to_string(),
+                })
+                .get()
+        })
+        .sum()
     }
 }
 

@@ -2,8 +2,6 @@
 //! reports it. kotel never rolls anything back; it reports a stuck rollout and leaves the
 //! decision to the user.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
-
 /// Where a rollout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -11,11 +9,15 @@ pub enum State {
     Pending,
     /// Every replica runs the newest template and is available, and no old one is left.
     Complete,
-    /// The controller gave up: `Progressing=False` with `ProgressDeadlineExceeded`.
+    /// The controller gave up: a Deployment's `Progressing=False` with
+    /// `ProgressDeadlineExceeded` (StatefulSets and DaemonSets have no deadline).
     Failed,
 }
 
 impl State {
+    /// Every state, in the order of the `state` label's values.
+    pub const ALL: [State; 3] = [State::Pending, State::Complete, State::Failed];
+
     /// The `state` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -26,91 +28,78 @@ impl State {
     }
 }
 
-/// The rollout state of a Deployment from its generation, wanted replicas and status.
-pub fn state(
-    generation: Option<i64>,
-    replicas: Option<i32>,
-    status: Option<&DeploymentStatus>,
-) -> State {
-    let Some(s) = status else {
-        return State::Pending;
-    };
-    let failed = s.conditions.iter().flatten().any(|c| {
-        c.type_ == "Progressing"
-            && c.status == "False"
-            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    });
-    if failed {
+/// A workload's rollout as its status reports it, in the same terms for every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// The controller has seen the newest spec (and, for a StatefulSet, finished switching
+    /// revisions).
+    pub caught_up: bool,
+    /// Pods wanted.
+    pub want: i32,
+    /// Pods there are, old and new.
+    pub current: i32,
+    /// Pods on the newest template.
+    pub updated: i32,
+    /// Pods available.
+    pub available: i32,
+    /// The controller gave up on the rollout.
+    pub deadline_exceeded: bool,
+}
+
+/// The rollout state of a workload from its progress.
+pub fn state(p: &Progress) -> State {
+    if p.deadline_exceeded {
         return State::Failed;
     }
-    let want = replicas.unwrap_or(1);
-    let seen = generation.is_none() || s.observed_generation >= generation;
-    let all = |n: Option<i32>| n.unwrap_or(0) == want;
-    if seen && all(s.updated_replicas) && all(s.available_replicas) && all(s.replicas) {
+    let all = |n: i32| n == p.want;
+    if p.caught_up && all(p.current) && all(p.updated) && all(p.available) {
         State::Complete
     } else {
         State::Pending
     }
 }
 
-/// [`state`] of a Deployment.
-pub fn of_deployment(d: &Deployment) -> State {
-    state(
-        d.metadata.generation,
-        d.spec.as_ref().and_then(|s| s.replicas),
-        d.status.as_ref(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn status(v: serde_json::Value) -> DeploymentStatus {
-        serde_json::from_value(v).unwrap()
+    fn p(caught_up: bool, want: i32, current: i32, updated: i32, available: i32) -> Progress {
+        Progress {
+            caught_up,
+            want,
+            current,
+            updated,
+            available,
+            deadline_exceeded: false,
+        }
     }
 
     #[test]
-    fn complete_needs_the_newest_generation_and_every_replica_updated_and_available() {
-        let done = status(
-            json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}),
-        );
-        assert_eq!(state(Some(3), Some(2), Some(&done)), State::Complete);
+    fn complete_needs_the_newest_spec_and_every_pod_updated_and_available() {
+        assert_eq!(state(&p(true, 2, 2, 2, 2)), State::Complete);
+        assert_eq!(state(&p(false, 2, 2, 2, 2)), State::Pending, "not seen yet");
+        assert_eq!(state(&p(true, 3, 2, 2, 2)), State::Pending, "scaling up");
         assert_eq!(
-            state(Some(4), Some(2), Some(&done)),
+            state(&p(true, 2, 3, 2, 2)),
             State::Pending,
-            "not seen yet"
+            "an old pod is left"
         );
+        assert_eq!(state(&p(true, 2, 2, 2, 1)), State::Pending, "unavailable");
+        assert_eq!(state(&p(true, 2, 2, 1, 2)), State::Pending, "not updated");
         assert_eq!(
-            state(Some(3), Some(3), Some(&done)),
-            State::Pending,
-            "scaling up"
+            state(&p(true, 0, 0, 0, 0)),
+            State::Complete,
+            "scaled to zero"
         );
-        let old_left = status(
-            json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}),
-        );
-        assert_eq!(state(Some(3), Some(2), Some(&old_left)), State::Pending);
-        let unavailable = status(
-            json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}),
-        );
-        assert_eq!(state(Some(3), Some(2), Some(&unavailable)), State::Pending);
-        assert_eq!(state(Some(1), Some(1), None), State::Pending);
-        let zero = status(json!({"observedGeneration": 1}));
-        assert_eq!(state(Some(1), Some(0), Some(&zero)), State::Complete);
+        assert_eq!(state(&Progress::default()), State::Pending, "no status yet");
     }
 
     #[test]
-    fn a_progress_deadline_exceeded_is_failed_whatever_else() {
-        let stuck = status(
-            json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1,
-            "availableReplicas": 1, "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}),
-        );
-        assert_eq!(state(Some(3), Some(2), Some(&stuck)), State::Failed);
-        let progressing = status(json!({"observedGeneration": 3, "conditions": [
-                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}));
-        assert_eq!(state(Some(3), Some(2), Some(&progressing)), State::Pending);
+    fn a_deadline_exceeded_is_failed_whatever_else() {
+        let stuck = Progress {
+            deadline_exceeded: true,
+            ..p(true, 2, 2, 2, 2)
+        };
+        assert_eq!(state(&stuck), State::Failed);
     }
 }

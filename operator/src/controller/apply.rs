@@ -2,21 +2,23 @@
 
 use super::*;
 
-/// Applies kotel's intent to a Deployment: only kotel's fields, so a smaller intent removes
+/// Applies kotel's intent to a workload: only kotel's fields, so a smaller intent removes
 /// exactly what kotel added before. Wakes the status controllers.
-pub(super) async fn apply_intent(ctx: &Context, d: &Deployment, plan: &Plan) -> Result<(), Error> {
-    let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let body = plan
-        .intent
-        .apply_body(crate::workload::Kind::Deployment, &ns, &name);
+pub(super) async fn apply_intent<W: Object>(
+    ctx: &Context,
+    w: &W,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let (ns, name) = (Templated::namespace(w), Templated::name(w));
+    let api: Api<W> = Api::namespaced(ctx.client.clone(), ns);
+    let body = plan.intent.apply_body(W::KIND, ns, name);
     api.patch(
-        &name,
+        name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&body),
     )
     .await?;
-    ctx.metrics.write("deployment");
+    ctx.metrics.write(&W::KIND.as_str().to_lowercase());
     let _ = ctx.status_trigger.unbounded_send(());
     Ok(())
 }

@@ -73,7 +73,7 @@ pub(super) async fn collector_status(
             type_: "Ready",
             ok: true,
             reason: "SidecarReady",
-            message: "injected into Deployments annotated kotel.dev/sidecar".into(),
+            message: "injected into the workloads annotated kotel.dev/sidecar".into(),
         },
         (_, Ok(_), Some((want, ready))) if want > 0 && ready >= want => Want {
             type_: "Ready",
@@ -94,16 +94,15 @@ pub(super) async fn collector_status(
             }
         }
     };
-    let workloads = if col.spec.mode == Mode::Sidecar {
-        ctx.stores
-            .deployments
-            .state()
-            .iter()
-            .filter(|d| sidecar_from(d, &ctx.stores) == Some((ns.clone(), name.clone())))
-            .count() as i32
-    } else {
-        0
-    };
+    let mut by_kind = status::ByKind::default();
+    if col.spec.mode == Mode::Sidecar {
+        for w in ctx.stores.workloads.all() {
+            if sidecar_from(w.as_ref(), &ctx.stores) == Some((ns.clone(), name.clone())) {
+                by_kind.add(w.kind());
+            }
+        }
+    }
+    let workloads = by_kind.total();
     let conditions = vec![
         status::condition(&config_want, generation, &previous.conditions, now()),
         status::condition(&ready_want, generation, &previous.conditions, now()),
@@ -119,6 +118,7 @@ pub(super) async fn collector_status(
         && previous.replicas == replicas
         && previous.ready_replicas == ready_replicas
         && previous.workloads == workloads
+        && previous.by_kind == Some(by_kind)
         && previous.image.as_deref() == Some(image.as_str())
         && status::same_conditions(&previous.conditions, &conditions)
     {
@@ -142,7 +142,7 @@ pub(super) async fn collector_status(
     let body = json!({
         "apiVersion": "kotel.dev/v1alpha1",
         "kind": "Collector",
-        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "image": image,
+        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "byKind": by_kind, "image": image,
                    "replicas": replicas, "readyReplicas": ready_replicas}
     });
     apply_status::<Collector>(ctx, &ns, &name, &body).await?;

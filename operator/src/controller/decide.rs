@@ -3,9 +3,9 @@
 
 use super::*;
 
-/// Decides the plan for a Deployment from its resolved inputs (pure).
+/// Decides the plan for a workload from its resolved inputs (pure).
 pub(super) fn decide(
-    d: &Deployment,
+    w: &dyn Templated,
     inputs: &Inputs,
     owned: &ownership::Shape,
 ) -> Result<Plan, Problem> {
@@ -45,20 +45,18 @@ pub(super) fn decide(
         },
         None => None,
     };
-    let spec = d.spec.as_ref();
-    let template = spec.map(|s| &s.template);
-    let containers = template
+    let containers = w
+        .template()
         .and_then(|t| t.spec.as_ref())
         .map(|s| s.containers.as_slice())
         .unwrap_or_default();
-    let meta = template.and_then(|t| t.metadata.as_ref());
-    let w = Workload {
-        kind: crate::workload::Kind::Deployment,
-        namespace: d.metadata.namespace.as_deref().unwrap_or_default(),
-        name: d.metadata.name.as_deref().unwrap_or_default(),
-        template_labels: meta.and_then(|m| m.labels.as_ref()),
+    let workload = Workload {
+        kind: w.kind(),
+        namespace: w.namespace(),
+        name: w.name(),
+        template_labels: w.template_labels(),
         containers,
-        current_hash: current_hash(d),
+        current_hash: w.config_hash(),
         owned,
     };
     let req = Request {
@@ -70,23 +68,29 @@ pub(super) fn decide(
         container_names: inputs.resolved.container_names.as_deref(),
         service_name: inputs.resolved.service_name.as_deref(),
     };
-    inject::plan(&w, &req).map_err(|e| Problem {
+    inject::plan(&workload, &req).map_err(|e| Problem {
         reason: "MissingEndpoint",
         message: e.to_string(),
     })
 }
 
-/// A Warning when a rollout of kotel's injection has stalled; kotel does not roll back.
-pub(super) fn stuck_rollout(d: &Deployment) -> Option<Problem> {
-    let hash = current_hash(d)?;
-    (rollout::of_deployment(d) == rollout::State::Failed).then(|| Problem {
-        reason: "RolloutStuck",
-        message: format!(
-            "the rollout of this Deployment (kotel config-hash {hash}) exceeded its progress deadline; kotel does not roll back: fix the pods, or run kubectl rollout undo"
-        ),
-    })
+/// The rollout state of a workload kotel injected (not a gateway's), if its kind has rollouts.
+pub(super) fn injected_rollout(w: &dyn Templated) -> Option<rollout::State> {
+    w.config_hash()?;
+    if gateway::is_gateway_workload(w.object_meta()) {
+        return None;
+    }
+    w.progress().map(|p| rollout::state(&p))
 }
 
-pub(super) fn current_hash(d: &Deployment) -> Option<&str> {
-    annotations::template_hash(&d.spec.as_ref()?.template)
+/// A Warning when a rollout of kotel's injection has stalled; kotel does not roll back.
+pub(super) fn stuck_rollout(w: &dyn Templated) -> Option<Problem> {
+    let hash = w.config_hash()?;
+    (injected_rollout(w) == Some(rollout::State::Failed)).then(|| Problem {
+        reason: "RolloutStuck",
+        message: format!(
+            "the rollout of this {} (kotel config-hash {hash}) exceeded its progress deadline; kotel does not roll back: fix the pods, or run kubectl rollout undo",
+            w.kind().as_str()
+        ),
+    })
 }

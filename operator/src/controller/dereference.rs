@@ -10,7 +10,7 @@ pub(super) struct Problem {
     pub(super) message: String,
 }
 
-/// The resolved inputs of one Deployment's reconcile.
+/// The resolved inputs of one workload's reconcile.
 pub(super) struct Inputs {
     pub(super) instrumentation: Option<(String, Arc<DeserializeGuard<Instrumentation>>)>,
     pub(super) collector: Option<(String, Arc<DeserializeGuard<Collector>>)>,
@@ -23,18 +23,17 @@ pub(super) fn namespace_annotations(stores: &Stores, ns: &str) -> Option<Arc<Nam
     stores.namespaces.get(&ObjectRef::new(ns))
 }
 
-pub(super) fn resolve_deployment(
-    d: &Deployment,
+pub(super) fn resolve_workload(
+    w: &dyn Templated,
     ns_obj: Option<&Namespace>,
 ) -> Result<Resolved, annotations::AnnotationError> {
-    let ns = d.namespace().unwrap_or_default();
-    let template_meta = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
+    let template_meta = w.template().and_then(|t| t.metadata.as_ref());
     let sources = Sources {
-        deployment: d.metadata.annotations.as_ref(),
+        workload: w.object_meta().annotations.as_ref(),
         template: template_meta.and_then(|m| m.annotations.as_ref()),
         namespace: ns_obj.and_then(|n| n.metadata.annotations.as_ref()),
     };
-    annotations::resolve(&sources, &ns)
+    annotations::resolve(&sources, w.namespace())
 }
 
 pub(super) fn names_of<K: Resource<DynamicType = ()> + Clone>(
@@ -61,11 +60,11 @@ pub(super) fn is_sidecar_collector(c: &DeserializeGuard<Collector>) -> bool {
         .unwrap_or(true)
 }
 
-/// Dereferences a Deployment's annotations into the objects they name.
-pub(super) fn dereference(d: &Deployment, stores: &Stores) -> Result<Inputs, Problem> {
-    let ns = d.namespace().unwrap_or_default();
+/// Dereferences a workload's annotations into the objects they name.
+pub(super) fn dereference(w: &dyn Templated, stores: &Stores) -> Result<Inputs, Problem> {
+    let ns = w.namespace().to_string();
     let ns_obj = namespace_annotations(stores, &ns);
-    let resolved = resolve_deployment(d, ns_obj.as_deref()).map_err(|e| Problem {
+    let resolved = resolve_workload(w, ns_obj.as_deref()).map_err(|e| Problem {
         reason: "InvalidAnnotation",
         message: e.to_string(),
     })?;
@@ -136,26 +135,26 @@ pub(super) fn dereference(d: &Deployment, stores: &Stores) -> Result<Inputs, Pro
     })
 }
 
-/// Which Instrumentation a Deployment is injected from now, if any.
-pub(super) fn injected_from(d: &Deployment, stores: &Stores) -> Option<(String, String)> {
-    current_hash(d)?;
-    let ns = d.namespace().unwrap_or_default();
-    let nso = namespace_annotations(stores, &ns);
-    let r = resolve_deployment(d, nso.as_deref()).ok()?;
+/// Which Instrumentation a workload is injected from now, if any.
+pub(super) fn injected_from(w: &dyn Templated, stores: &Stores) -> Option<(String, String)> {
+    w.config_hash()?;
+    let ns = w.namespace();
+    let nso = namespace_annotations(stores, ns);
+    let r = resolve_workload(w, nso.as_deref()).ok()?;
     let existing = names_of(&stores.instrumentations, |_| true);
-    annotations::pick_instrumentation(&r.inject, &ns, &existing)
+    annotations::pick_instrumentation(&r.inject, ns, &existing)
         .ok()
         .flatten()
 }
 
-/// Which sidecar Collector a Deployment carries now, if any.
-pub(super) fn sidecar_from(d: &Deployment, stores: &Stores) -> Option<(String, String)> {
-    current_hash(d)?;
-    let ns = d.namespace().unwrap_or_default();
-    let nso = namespace_annotations(stores, &ns);
-    let r = resolve_deployment(d, nso.as_deref()).ok()?;
+/// Which sidecar Collector a workload carries now, if any.
+pub(super) fn sidecar_from(w: &dyn Templated, stores: &Stores) -> Option<(String, String)> {
+    w.config_hash()?;
+    let ns = w.namespace();
+    let nso = namespace_annotations(stores, ns);
+    let r = resolve_workload(w, nso.as_deref()).ok()?;
     let existing = names_of(&stores.collectors, is_sidecar_collector);
-    annotations::pick_sidecar(&r.sidecar, &ns, &existing)
+    annotations::pick_sidecar(&r.sidecar, ns, &existing)
         .ok()
         .flatten()
 }

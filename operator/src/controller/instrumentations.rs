@@ -1,4 +1,5 @@
-//! The Instrumentation controller: reports `Ready` and how many workloads use it.
+//! The Instrumentation controller: reports `Ready`, how many workloads of each kind use it,
+//! and where their rollouts stand.
 
 use super::*;
 
@@ -23,15 +24,21 @@ pub(super) async fn instrumentation_status(
     ctx.stores.wait_until_ready().await;
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
-    let deployments = ctx.stores.deployments.state();
-    let workloads = deployments
+    let all = ctx.stores.workloads.all();
+    let (mut by_kind, mut rollouts) = (status::ByKind::default(), status::Rollouts::default());
+    for w in all
         .iter()
-        .filter(|d| injected_from(d, &ctx.stores) == Some((ns.clone(), name.clone())))
-        .count() as i32;
+        .filter(|w| injected_from(w.as_ref(), &ctx.stores) == Some((ns.clone(), name.clone())))
+    {
+        by_kind.add(w.kind());
+        if let Some(s) = injected_rollout(w.as_ref()) {
+            rollouts.add(s);
+        }
+    }
+    let workloads = by_kind.total();
     ctx.metrics.injected.set(
-        deployments
-            .iter()
-            .filter(|d| current_hash(d).is_some())
+        all.iter()
+            .filter(|w| w.config_hash().is_some() && !gateway::is_gateway_workload(w.object_meta()))
             .count() as i64,
     );
     let previous = inst.status.clone().unwrap_or_default();
@@ -40,7 +47,10 @@ pub(super) async fn instrumentation_status(
         type_: "Ready",
         ok: true,
         reason: "Accepted",
-        message: format!("injected into {workloads} Deployment(s)"),
+        message: format!(
+            "injected into {workloads} workload(s): {} Deployment(s), {} StatefulSet(s), {} DaemonSet(s), {} CronJob(s)",
+            by_kind.deployments, by_kind.stateful_sets, by_kind.daemon_sets, by_kind.cron_jobs
+        ),
     };
     let conditions = vec![status::condition(
         &want,
@@ -50,6 +60,8 @@ pub(super) async fn instrumentation_status(
     )];
     if previous.observed_generation == generation
         && previous.workloads == workloads
+        && previous.by_kind == Some(by_kind)
+        && previous.rollouts == Some(rollouts)
         && status::same_conditions(&previous.conditions, &conditions)
     {
         return Ok(Action::await_change());
@@ -57,7 +69,8 @@ pub(super) async fn instrumentation_status(
     let body = json!({
         "apiVersion": "kotel.dev/v1alpha1",
         "kind": "Instrumentation",
-        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads}
+        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads,
+                   "byKind": by_kind, "rollouts": rollouts}
     });
     apply_status::<Instrumentation>(ctx, &ns, &name, &body).await?;
     Ok(Action::await_change())

@@ -34,7 +34,12 @@ fn context(objects: &[Value]) -> (Arc<Context>, ApiHandle) {
     }
     let (_, ready) = watch::channel([true; STREAMS]);
     let stores = Stores {
-        deployments: fill(objects, "Deployment"),
+        workloads: WorkloadStores {
+            deployments: fill(objects, "Deployment"),
+            stateful_sets: fill(objects, "StatefulSet"),
+            daemon_sets: fill(objects, "DaemonSet"),
+            cron_jobs: fill(objects, "CronJob"),
+        },
         namespaces: fill(objects, "Namespace"),
         instrumentations: fill(objects, "Instrumentation"),
         collectors: fill(objects, "Collector"),
@@ -54,6 +59,7 @@ fn context(objects: &[Value]) -> (Arc<Context>, ApiHandle) {
         metrics: Metrics::default(),
         stores,
         reported: Mutex::default(),
+        rollouts: Mutex::default(),
         backoff: Backoff::default(),
         status_trigger: tx,
     };
@@ -131,7 +137,7 @@ async fn an_annotated_deployment_gets_one_apply_by_kotel_and_events() {
     let d = web(json!({}));
     let (ctx, mut api) = context(&[instrumentation(), d.clone()]);
     let (res, (body, injected, kept)) =
-        tokio::join!(reconcile_deployment(deployment(&d), ctx.clone()), async {
+        tokio::join!(reconcile_workload(deployment(&d), ctx.clone()), async {
             let body = expect(&mut api, Method::PATCH, APPLY_WEB, d.clone()).await;
             let injected = expect(&mut api, Method::POST, EVENTS, json!({})).await;
             let kept = expect(&mut api, Method::POST, EVENTS, json!({})).await;
@@ -191,14 +197,67 @@ async fn an_annotated_deployment_gets_one_apply_by_kotel_and_events() {
     assert_eq!(ctx.metrics.total_writes(), 3);
 }
 
+/// The CronJob form of `web`: the same pod template under `spec.jobTemplate.spec.template`.
+fn nightly() -> Value {
+    let d = web(json!({}));
+    json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": "shop", "uid": "c1",
+                     "annotations": {"kotel.dev/inject": "true"}},
+        "spec": {"schedule": "0 1 * * *", "jobTemplate": {"spec": {"template": d["spec"]["template"]}}}})
+}
+
+#[tokio::test]
+async fn a_cron_job_gets_its_job_template_patched_with_its_own_name_attribute() {
+    let c = nightly();
+    let (ctx, mut api) = context(&[instrumentation(), c.clone()]);
+    let cron: Arc<CronJob> = Arc::new(serde_json::from_value(c.clone()).unwrap());
+    let (res, (body, injected)) = tokio::join!(reconcile_workload(cron, ctx.clone()), async {
+        let body = expect(
+            &mut api,
+            Method::PATCH,
+            "/apis/batch/v1/namespaces/shop/cronjobs/nightly?&force=true&fieldManager=kotel",
+            c.clone(),
+        )
+        .await;
+        let injected = expect(&mut api, Method::POST, EVENTS, json!({})).await;
+        let _kept = expect(&mut api, Method::POST, EVENTS, json!({})).await;
+        (body, injected)
+    });
+    res.expect("reconciled");
+    expect_none(&mut api).await;
+    assert_eq!(
+        (body["apiVersion"].as_str(), body["kind"].as_str()),
+        (Some("batch/v1"), Some("CronJob"))
+    );
+    assert!(body["spec"].get("template").is_none(), "{body}");
+    let template = &body["spec"]["jobTemplate"]["spec"]["template"];
+    assert!(template["metadata"]["annotations"]["kotel.dev/config-hash"].is_string());
+    let env = template["spec"]["containers"][0]["env"].as_array().unwrap();
+    let attrs = env
+        .iter()
+        .find(|e| e["name"] == "OTEL_RESOURCE_ATTRIBUTES")
+        .expect("resource attributes");
+    let value = attrs["value"].as_str().unwrap_or_default();
+    assert!(value.contains("k8s.cronjob.name=nightly"), "{attrs}");
+    assert!(!value.contains("k8s.deployment.name"), "{attrs}");
+    assert_eq!(
+        (
+            injected["regarding"]["kind"].as_str(),
+            injected["regarding"]["apiVersion"].as_str()
+        ),
+        (Some("CronJob"), Some("batch/v1"))
+    );
+    assert_eq!(ctx.metrics.total_writes(), 3);
+}
+
 #[tokio::test]
 async fn an_injected_deployment_costs_no_request() {
     // What kotel wants (the pure stages), then the Deployment as the API server returns it
     // after kotel's apply: the hash on the template and kotel owning exactly its fields.
     let (ctx, _) = context(&[instrumentation(), web(json!({}))]);
     let d = deployment(&web(json!({})));
-    let inputs = dereference(&d, &ctx.stores).expect("inputs");
-    let plan = decide(&d, &inputs, &ownership::Shape::default()).expect("a plan");
+    let inputs = dereference(d.as_ref(), &ctx.stores).expect("inputs");
+    let plan = decide(d.as_ref(), &inputs, &ownership::Shape::default()).expect("a plan");
     let injected = web(json!({
         "annotations": {"kotel.dev/config-hash": plan.intent.hash},
         "metadata_annotations": {
@@ -207,7 +266,7 @@ async fn an_injected_deployment_costs_no_request() {
     }));
 
     let (ctx, mut api) = context(&[instrumentation(), injected.clone()]);
-    reconcile_deployment(deployment(&injected), ctx.clone())
+    reconcile_workload(deployment(&injected), ctx.clone())
         .await
         .expect("reconciled");
     expect_none(&mut api).await;
@@ -221,7 +280,7 @@ async fn an_ambiguous_inject_is_one_warning_event_and_no_apply() {
     let d = web(json!({}));
     let (ctx, mut api) = context(&[instrumentation(), second, d.clone()]);
     let (res, ev) = tokio::join!(
-        reconcile_deployment(deployment(&d), ctx.clone()),
+        reconcile_workload(deployment(&d), ctx.clone()),
         expect(&mut api, Method::POST, EVENTS, json!({}))
     );
     res.unwrap();
@@ -231,7 +290,7 @@ async fn an_ambiguous_inject_is_one_warning_event_and_no_apply() {
         (Some("AmbiguousInstrumentation"), Some("Warning"))
     );
     // The same standing problem is not reported again.
-    reconcile_deployment(deployment(&d), ctx).await.unwrap();
+    reconcile_workload(deployment(&d), ctx).await.unwrap();
     expect_none(&mut api).await;
 }
 

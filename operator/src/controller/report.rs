@@ -13,8 +13,14 @@ pub enum EventType {
 }
 
 impl Context {
-    pub(super) async fn event(&self, d: &Deployment, type_: EventType, reason: &str, note: String) {
-        self.publish(d.object_ref(&()), type_, reason, "Reconcile", note)
+    pub(super) async fn event(
+        &self,
+        w: &dyn Templated,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        self.publish(w.object_reference(), type_, reason, "Reconcile", note)
             .await;
     }
 
@@ -65,34 +71,61 @@ impl Context {
     }
 
     /// Reports standing problems once (not on every reconcile): only when the set of
-    /// problems of this Deployment differs from the last one reported.
-    pub(super) async fn report(&self, d: &Deployment, problems: &[Problem]) {
-        let key = ObjectRef::from_obj(d);
+    /// problems of this workload differs from the last one reported.
+    pub(super) async fn report(&self, w: &dyn Templated, problems: &[Problem]) {
+        let key = key(w);
         let text: String = problems
             .iter()
             .map(|p| format!("{}: {}\n", p.reason, p.message))
             .collect();
         let new = {
             let mut reported = self.reported.lock().expect("lock");
-            // Problems of Deployments that are gone go with them.
-            reported.retain(|k, _| self.stores.deployments.get(k).is_some());
+            // Problems of workloads that are gone go with them.
+            reported.retain(|k, _| self.stores.workloads.get(k).is_some());
             reported.insert(key, text.clone()) != Some(text)
         };
         for p in problems {
             self.metrics.error(p.reason);
             if new {
-                warn!(deployment = %d.name_any(), reason = p.reason, "{}", p.message);
-                self.event(d, EventType::Warning, p.reason, p.message.clone())
+                warn!(
+                    kind = w.kind().as_str(),
+                    name = w.name(),
+                    reason = p.reason,
+                    "{}",
+                    p.message
+                );
+                self.event(w, EventType::Warning, p.reason, p.message.clone())
                     .await;
             }
         }
     }
 
-    pub(super) fn clear_report(&self, d: &Deployment) {
-        self.reported
-            .lock()
-            .expect("lock")
-            .remove(&ObjectRef::from_obj(d));
+    pub(super) fn clear_report(&self, w: &dyn Templated) {
+        self.reported.lock().expect("lock").remove(&key(w));
+    }
+
+    /// Records where the rollout of an injected workload stands; a change wakes the status
+    /// controllers, which report it.
+    pub(super) fn observe_rollout(&self, w: &dyn Templated) {
+        let state = injected_rollout(w);
+        let changed = {
+            let mut r = self.rollouts.lock().expect("lock");
+            match state {
+                Some(s) => r.insert(key(w), s) != Some(s),
+                None => r.remove(&key(w)).is_some(),
+            }
+        };
+        if changed {
+            let _ = self.status_trigger.unbounded_send(());
+        }
+    }
+
+    /// Sets the `kotel_rollouts` gauge from the recorded states, forgetting workloads that
+    /// are gone.
+    pub(super) fn publish_rollouts(&self) {
+        let mut r = self.rollouts.lock().expect("lock");
+        r.retain(|k, _| self.stores.workloads.get(k).is_some());
+        self.metrics.set_rollouts(r.values().copied());
     }
 }
 
@@ -102,7 +135,7 @@ pub(super) fn now() -> Time {
 
 /// The Events of a change kotel applied: what it injected or removed, the user's variables it
 /// left alone, and container names that match nothing.
-pub(super) async fn report_applied(ctx: &Context, d: &Deployment, plan: &Plan, inputs: &Inputs) {
+pub(super) async fn report_applied(ctx: &Context, d: &dyn Templated, plan: &Plan, inputs: &Inputs) {
     match (&plan.intent.hash, &inputs.instrumentation) {
         (None, _) => {
             info!("removed kotel's injection");

@@ -6,8 +6,8 @@ use super::*;
 /// The reflector stores every reconcile reads instead of calling the API.
 #[derive(Clone)]
 pub struct Stores {
-    /// Deployments (the main controller's own store).
-    pub deployments: Store<Deployment>,
+    /// The workloads kotel patches, one store per kind (each its controller's own).
+    pub workloads: WorkloadStores,
     /// Namespaces, for namespace-level annotations.
     pub namespaces: Store<Namespace>,
     /// Instrumentations; malformed ones are kept as errors instead of breaking the watch.
@@ -17,12 +17,61 @@ pub struct Stores {
     /// The objects of the gateway Collectors kotel runs.
     pub gateway: GatewayStores,
     /// Which of the streams listed: deployments, namespaces, instrumentations, collectors,
-    /// then the gateway's service accounts, config maps, services, deployments, daemon sets.
+    /// the gateway's service accounts, config maps, services, deployments, daemon sets, then
+    /// stateful sets, daemon sets and cron jobs.
     pub ready: watch::Receiver<[bool; STREAMS]>,
 }
 
 /// How many watch streams feed the stores.
-pub(super) const STREAMS: usize = 9;
+pub(super) const STREAMS: usize = 12;
+
+/// The workloads kotel patches, by kind.
+#[derive(Clone)]
+pub struct WorkloadStores {
+    /// Deployments.
+    pub deployments: Store<Deployment>,
+    /// StatefulSets.
+    pub stateful_sets: Store<StatefulSet>,
+    /// DaemonSets.
+    pub daemon_sets: Store<DaemonSet>,
+    /// CronJobs.
+    pub cron_jobs: Store<CronJob>,
+}
+
+/// A workload's identity: kind, namespace, name.
+pub(super) type WorkloadKey = (Kind, String, String);
+
+pub(super) fn key(w: &dyn Templated) -> WorkloadKey {
+    (w.kind(), w.namespace().to_string(), w.name().to_string())
+}
+
+impl WorkloadStores {
+    /// Every workload of every kind.
+    pub(super) fn all(&self) -> Vec<Arc<dyn Templated>> {
+        fn erased<K: Object>(s: &Store<K>) -> impl Iterator<Item = Arc<dyn Templated>> {
+            s.state().into_iter().map(|o| o as Arc<dyn Templated>)
+        }
+        erased(&self.deployments)
+            .chain(erased(&self.stateful_sets))
+            .chain(erased(&self.daemon_sets))
+            .chain(erased(&self.cron_jobs))
+            .collect()
+    }
+
+    /// One workload, whatever its kind.
+    pub(super) fn get(&self, (kind, ns, name): &WorkloadKey) -> Option<Arc<dyn Templated>> {
+        fn one<K: Object>(s: &Store<K>, ns: &str, name: &str) -> Option<Arc<dyn Templated>> {
+            s.get(&ObjectRef::new(name).within(ns))
+                .map(|o| o as Arc<dyn Templated>)
+        }
+        match kind {
+            Kind::Deployment => one(&self.deployments, ns, name),
+            Kind::StatefulSet => one(&self.stateful_sets, ns, name),
+            Kind::DaemonSet => one(&self.daemon_sets, ns, name),
+            Kind::CronJob => one(&self.cron_jobs, ns, name),
+        }
+    }
+}
 
 /// The gateway objects as they run (watched by the label `app.kubernetes.io/managed-by=kotel`),
 /// so that a deleted or edited one is seen and repaired without a GET.
@@ -78,11 +127,13 @@ impl Stores {
     /// Whether the object behind a backoff key is still there.
     pub(super) fn exists(&self, k: &backoff::Key) -> bool {
         let (name, ns) = (k.name.as_str(), k.namespace.as_deref().unwrap_or_default());
+        if let Some(kind) = Kind::ALL.into_iter().find(|x| x.as_str() == k.dyntype.kind) {
+            return self
+                .workloads
+                .get(&(kind, ns.to_string(), name.to_string()))
+                .is_some();
+        }
         match k.dyntype.kind.as_str() {
-            "Deployment" => self
-                .deployments
-                .get(&ObjectRef::new(name).within(ns))
-                .is_some(),
             "Instrumentation" => self
                 .instrumentations
                 .get(&ObjectRef::new(name).within(ns))
@@ -116,34 +167,17 @@ pub(super) fn mark_ready<K>(
     }
 }
 
-/// Drops what kotel never reads from the cached Deployments (managedFields, replaced by the
-/// Shape kotel owns; the last-applied annotation; status; and of the pod spec everything but
-/// container names, images and env var names), which is most of their size.
-pub(super) fn trim_deployment(d: &mut Deployment) {
-    ownership::compact(&mut d.metadata);
-    if let Some(a) = d.metadata.annotations.as_mut() {
+/// Drops what kotel never reads from the cached workloads (managedFields, replaced by the
+/// Shape kotel owns; the last-applied annotation; of the status what the rollout state does not
+/// read; and of the pod spec everything but container names, images and env var names), which
+/// is most of their size.
+pub(super) fn trim<W: Object>(d: &mut W) {
+    ownership::compact(d.meta_mut());
+    if let Some(a) = d.meta_mut().annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
-    // Of the status, what the rollout state reads (rollout::of_deployment).
-    d.status = d.status.take().map(|s| DeploymentStatus {
-        observed_generation: s.observed_generation,
-        replicas: s.replicas,
-        updated_replicas: s.updated_replicas,
-        available_replicas: s.available_replicas,
-        conditions: s.conditions.map(|c| {
-            c.into_iter()
-                .filter(|c| c.type_ == "Progressing")
-                .map(|c| DeploymentCondition {
-                    type_: c.type_,
-                    status: c.status,
-                    reason: c.reason,
-                    ..Default::default()
-                })
-                .collect()
-        }),
-        ..Default::default()
-    });
-    let Some(pod) = d.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else {
+    d.slim_status();
+    let Some(pod) = d.template_mut().and_then(|t| t.spec.as_mut()) else {
         return;
     };
     let slim = |c: &Container| Container {
@@ -191,7 +225,7 @@ mod tests {
             "status": {"replicas": 1}
         }))
         .unwrap();
-        trim_deployment(&mut d);
+        trim(&mut d);
         assert_eq!(
             d.status,
             Some(DeploymentStatus {
@@ -209,7 +243,7 @@ mod tests {
                 .unwrap()
                 .contains_key("kubectl.kubernetes.io/last-applied-configuration")
         );
-        assert_eq!(current_hash(&d), Some("h"));
+        assert_eq!(d.config_hash(), Some("h"));
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert!(pod.volumes.is_none());
         let c = &pod.containers[0];

@@ -1,63 +1,108 @@
-//! What wakes which reconcile: the Deployments an Instrumentation or a Collector change
-//! concerns, and which changes count.
+//! What wakes which reconcile: the workloads an Instrumentation, a Collector or a Namespace
+//! change concerns (of every kind, sent to each kind's controller), and which changes count.
 
 use super::*;
 
-/// The Deployments for which `uses` says yes, given their namespace and their resolved
+/// The workloads for which `uses` says yes, given their namespace and their resolved
 /// annotations (`None` when those do not resolve).
-fn deployments_where(
+fn workloads_where(
     stores: &Stores,
-    uses: impl Fn(&Deployment, &str, Option<Resolved>) -> bool,
-) -> Vec<ObjectRef<Deployment>> {
+    uses: impl Fn(&dyn Templated, &str, Option<Resolved>) -> bool,
+) -> Vec<Arc<dyn Templated>> {
     stores
-        .deployments
-        .state()
-        .iter()
-        .filter(|d| {
-            let dns = d.namespace().unwrap_or_default();
-            let nso = namespace_annotations(stores, &dns);
-            uses(d, &dns, resolve_deployment(d, nso.as_deref()).ok())
+        .workloads
+        .all()
+        .into_iter()
+        .filter(|w| {
+            let nso = namespace_annotations(stores, w.namespace());
+            uses(
+                w.as_ref(),
+                w.namespace(),
+                resolve_workload(w.as_ref(), nso.as_deref()).ok(),
+            )
         })
-        .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
 }
 
-/// Deployments whose annotations may resolve to the Instrumentation `(ns, name)`, and those of
+/// Workloads whose annotations may resolve to the Instrumentation `(ns, name)`, and those of
 /// its namespace that kotel injected (they may have used it).
-pub(super) fn deployments_using_instrumentation(
+pub(super) fn workloads_using_instrumentation(
     stores: &Stores,
     ns: &str,
     name: &str,
-) -> Vec<ObjectRef<Deployment>> {
-    deployments_where(stores, |d, dns, r| {
+) -> Vec<Arc<dyn Templated>> {
+    workloads_where(stores, |w, wns, r| {
         let named = match r.map(|r| r.inject) {
-            Some(InjectRef::Only) => dns == ns,
+            Some(InjectRef::Only) => wns == ns,
             Some(InjectRef::Named { namespace, name: n }) => namespace == ns && n == name,
             Some(InjectRef::Off) | None => false,
         };
-        named || (dns == ns && current_hash(d).is_some())
+        named || (wns == ns && w.config_hash().is_some())
     })
 }
 
-/// Deployments of the Collector's namespace whose annotations may resolve to it.
-pub(super) fn deployments_using_collector(
+/// Workloads of the Collector's namespace whose annotations may resolve to it.
+pub(super) fn workloads_using_collector(
     stores: &Stores,
     ns: &str,
     name: &str,
-) -> Vec<ObjectRef<Deployment>> {
-    deployments_where(stores, |d, dns, r| {
-        dns == ns
+) -> Vec<Arc<dyn Templated>> {
+    workloads_where(stores, |w, wns, r| {
+        wns == ns
             && match r.map(|r| r.sidecar) {
                 Some(SidecarRef::Only) => true,
                 Some(SidecarRef::Named(n)) => n == name,
-                Some(SidecarRef::Off) => current_hash(d).is_some(),
+                Some(SidecarRef::Off) => w.config_hash().is_some(),
                 None => false,
             }
     })
 }
 
-/// Passes the events that can change what Deployments get: a new spec (generation) or a
-/// deletion. kotel's own status writes would otherwise re-trigger every Deployment that uses
+/// The workloads of a namespace, whose annotations it may supply.
+pub(super) fn workloads_in(stores: &Stores, ns: &str) -> Vec<Arc<dyn Templated>> {
+    workloads_where(stores, |_, wns, _| wns == ns)
+}
+
+/// One queue per kind into that kind's controller (`Controller::reconcile_on`), so that one
+/// watch of each input wakes every kind.
+pub(super) struct Wakers {
+    pub(super) deployments: mpsc::UnboundedSender<ObjectRef<Deployment>>,
+    pub(super) stateful_sets: mpsc::UnboundedSender<ObjectRef<StatefulSet>>,
+    pub(super) daemon_sets: mpsc::UnboundedSender<ObjectRef<DaemonSet>>,
+    pub(super) cron_jobs: mpsc::UnboundedSender<ObjectRef<CronJob>>,
+}
+
+impl Wakers {
+    /// Queues a reconcile of `w` in its kind's controller.
+    pub(super) fn wake(&self, w: &dyn Templated) {
+        fn send<K: Object>(tx: &mpsc::UnboundedSender<ObjectRef<K>>, w: &dyn Templated) {
+            let _ = tx.unbounded_send(ObjectRef::new(w.name()).within(w.namespace()));
+        }
+        match w.kind() {
+            Kind::Deployment => send(&self.deployments, w),
+            Kind::StatefulSet => send(&self.stateful_sets, w),
+            Kind::DaemonSet => send(&self.daemon_sets, w),
+            Kind::CronJob => send(&self.cron_jobs, w),
+        }
+    }
+}
+
+/// Wakes the status controllers when an injected workload goes away, so that the counts in
+/// status follow (a deleted object never reaches its reconcile).
+pub(super) fn wake_status_on_delete<W: Object>(
+    tx: mpsc::UnboundedSender<()>,
+) -> impl FnMut(&Result<watcher::Event<W>, watcher::Error>) {
+    move |ev| {
+        if let Ok(watcher::Event::Delete(w)) = ev
+            && w.config_hash().is_some()
+        {
+            let _ = tx.unbounded_send(());
+        }
+    }
+}
+
+/// Passes the events that can change what workloads get: a new spec (generation) or a
+/// deletion. kotel's own status writes would otherwise re-trigger every workload that uses
 /// the object.
 pub(super) fn spec_changes<K: Resource>()
 -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<bool> {
