@@ -30,6 +30,13 @@ pub fn image_tag() -> String {
     std::env::var("KOTEL_E2E_IMAGE_TAG").unwrap_or_else(|_| "e2e".into())
 }
 
+/// An image whose container runs until stopped and answers SIGTERM at once:
+/// KOTEL_E2E_PAUSE_IMAGE, default the node's own sandbox image `kotel/pause:3.10` (on kind,
+/// `registry.k8s.io/pause:3.10`).
+pub fn pause_image() -> String {
+    std::env::var("KOTEL_E2E_PAUSE_IMAGE").unwrap_or_else(|_| "kotel/pause:3.10".into())
+}
+
 /// Fails clearly when the cluster has no Ready node to run pods on.
 pub async fn require_node(client: &Client) -> anyhow::Result<()> {
     let nodes = Api::<Node>::all(client.clone())

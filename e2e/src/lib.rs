@@ -381,10 +381,18 @@ impl Operator {
     /// Whether the operator has reconciled the workload `ns/name` (of any kind) at least once (a positive
     /// sign to wait for before asserting that it wrote nothing there).
     pub fn reconciled(&self, ns: &str, name: &str) -> bool {
-        let object = format!("\"workload\":\"{name}\",\"namespace\":\"{ns}\"");
-        std::fs::read_to_string(&self.log).is_ok_and(|log| {
+        self.reconcile_count(ns, name) > 0
+    }
+
+    /// How many reconciles of the workload `ns/name` the operator has logged (so that a test
+    /// can wait for the next one before asserting that it wrote nothing).
+    pub fn reconcile_count(&self, ns: &str, name: &str) -> usize {
+        std::fs::read_to_string(&self.log).map_or(0, |log| {
             log.lines()
-                .any(|l| l.contains("\"message\":\"reconciled\"") && l.contains(&object))
+                .filter(|l| l.contains("\"message\":\"reconciled\""))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|l| l["span"]["workload"] == name && l["span"]["namespace"] == ns)
+                .count()
         })
     }
 
