@@ -11,7 +11,13 @@ cargo build -q --release -p kotel-operator
 cargo build -q --release -p kotel-e2e --bin bench-inject
 target=${CARGO_TARGET_DIR:-target}
 trap 'e2e/controlplane.sh down' EXIT
-e2e/controlplane.sh up >/dev/null
 export KUBECONFIG=$KOTEL_E2E_DIR/kubeconfig
 export KOTEL_OPERATOR_BIN=$target/release/kotel-operator
-"$target/release/bench-inject" "${BENCH_DEPLOYMENTS:-1000}" "${BENCH_STEADY_SECONDS:-60}"
+# One fresh control plane per run, so that the second does not see the first's objects.
+# BENCH_KINDS: `deployments` (1,000 Deployments), `mixed` (250 of each kind), or both.
+for kinds in ${BENCH_KINDS:-deployments mixed}; do
+  e2e/controlplane.sh up >/dev/null
+  echo "== $kinds"
+  "$target/release/bench-inject" "${BENCH_WORKLOADS:-${BENCH_DEPLOYMENTS:-1000}}" "${BENCH_STEADY_SECONDS:-60}" "$kinds"
+  e2e/controlplane.sh down >/dev/null
+done

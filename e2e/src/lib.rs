@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod debug_exporter;
+pub mod workloads;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use kotel_e2e::cluster::{pause_image, require_node};
+use kotel_e2e::workloads::{api, get, hash, manifest, template};
 use kotel_e2e::*;
 use kotel_operator::instrumentation::Instrumentation;
 use kotel_operator::workload::Kind;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
@@ -25,52 +26,14 @@ fn instrumentation(endpoint: &str) -> Value {
 /// A workload of `kind` named `name`, annotated `kotel.dev/inject: "true"`, whose one
 /// container sets FOO and its own OTEL_SERVICE_NAME.
 fn workload(kind: Kind, name: &str) -> Value {
-    let mut template = json!({
-        "metadata": {"labels": {"app": name}},
-        "spec": {"terminationGracePeriodSeconds": 0,
-                 "containers": [{"name": "app", "image": pause_image(),
-                     "env": [{"name": "FOO", "value": "bar"},
-                             {"name": "OTEL_SERVICE_NAME", "value": "users-own-name"}]}]}});
-    let selector = json!({"matchLabels": {"app": name}});
-    let spec = match kind {
-        Kind::Deployment | Kind::DaemonSet => json!({"selector": selector, "template": template}),
-        Kind::StatefulSet => json!({"selector": selector, "serviceName": name, "replicas": 1,
-                                    "template": template}),
-        Kind::CronJob => {
-            template["spec"]["restartPolicy"] = json!("Never");
-            json!({"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}})
-        }
-    };
-    json!({"apiVersion": kind.api_version(), "kind": kind.as_str(),
-           "metadata": {"name": name, "annotations": {"kotel.dev/inject": "true"}}, "spec": spec})
-}
-
-fn api(client: &Client, ns: &str, kind: Kind) -> Api<DynamicObject> {
-    let (group, version) = kind.api_version().split_once('/').unwrap();
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind.as_str()));
-    Api::namespaced_with(client.clone(), ns, &ar)
-}
-
-async fn get(client: &Client, ns: &str, kind: Kind, name: &str) -> anyhow::Result<Value> {
-    Ok(serde_json::to_value(
-        api(client, ns, kind).get(name).await?,
-    )?)
-}
-
-/// The pod template, wherever the kind keeps it.
-fn template(kind: Kind, obj: &Value) -> Value {
-    let pointer: String = kind
-        .template_path()
-        .iter()
-        .map(|k| format!("/{k}"))
-        .collect();
-    obj.pointer(&pointer).cloned().unwrap_or(Value::Null)
-}
-
-fn hash(template: &Value) -> Option<String> {
-    template["metadata"]["annotations"]["kotel.dev/config-hash"]
-        .as_str()
-        .map(String::from)
+    manifest(
+        kind,
+        name,
+        &pause_image(),
+        json!({"kotel.dev/inject": "true"}),
+        json!([{"name": "FOO", "value": "bar"},
+               {"name": "OTEL_SERVICE_NAME", "value": "users-own-name"}]),
+    )
 }
 
 fn env(template: &Value) -> Vec<(String, Value)> {

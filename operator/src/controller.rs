@@ -5,15 +5,15 @@
 //! - `dereference`: a workload's annotations resolved into the objects they name, from the stores;
 //! - `decide`: the plan, pure, over the other modules' pure functions;
 //! - `apply`: server-side apply (field manager `kotel`) only where kotel's owned shape or
-//!   hash differs;
+//!   hash differs (`apply_gateway` for a gateway Collector's objects);
 //! - `report`: Events and status.
 //!
 //! `workloads` is the thin reconcile shell that runs those stages, once per kind (Deployment,
 //! StatefulSet, DaemonSet, CronJob: what differs between them is in `crate::workload`);
 //! `collectors` and `instrumentations` are the status reconcilers; `triggers` says which change
 //! wakes which reconcile; `unpatchable` tells an annotated bare Pod or Job why nothing happens.
-//! Only `apply` and `report` (and the readiness wait for the CRDs here) send requests to the API
-//! server.
+//! Only `apply`, `apply_gateway` and `report` (and the readiness wait for the CRDs here) send
+//! requests to the API server.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,7 @@ use crate::status::{self, Want};
 use crate::workload::{Kind, Object, Templated};
 
 mod apply;
+mod apply_gateway;
 mod collectors;
 mod decide;
 mod dereference;
@@ -67,6 +68,7 @@ mod unpatchable;
 mod workloads;
 
 use apply::*;
+use apply_gateway::*;
 use collectors::*;
 use decide::*;
 use dereference::*;

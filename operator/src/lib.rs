@@ -1,8 +1,10 @@
 //! kotel: a Kubernetes operator that injects and manages OpenTelemetry for workloads.
 //!
 //! Every decision (annotation resolution, env, sidecar, collector config, ports, config hash,
-//! apply body, gateway drift, rollout state, backoff) is a pure function in its own module; only
-//! `controller` talks to the API server, and within it only its `apply` and `report` stages.
+//! apply body, gateway drift, rollout state, backoff) is a pure function in its own module, the
+//! same for every workload kind (`workload` holds what differs between Deployment, StatefulSet,
+//! DaemonSet and CronJob); only `controller` talks to the API server, and within it only its
+//! `apply` and `report` stages.
 
 pub mod annotations;
 pub mod backoff;

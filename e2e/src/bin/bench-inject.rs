@@ -1,17 +1,21 @@
-//! Injection benchmark (not a test): creates N Deployments, annotates them all, and reports the
+//! Injection benchmark (not a test): creates N workloads, annotates them all, and reports the
 //! time until every one is patched, the annotate→patched latency percentiles, the writes during
 //! 60 s of steady state, and the operator's peak RSS. Uses KUBECONFIG and KOTEL_OPERATOR_BIN.
 //!
-//! Usage: bench-inject [N=1000] [STEADY_SECONDS=60]
+//! Usage: bench-inject [N=1000] [STEADY_SECONDS=60] [KINDS=deployments|mixed]
+//!
+//! `mixed` cycles Deployment, StatefulSet, DaemonSet and CronJob. No workload runs a pod:
+//! replicas 0, a suspended CronJob, and DaemonSets on a cluster without nodes (`make bench`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use k8s_openapi::api::apps::v1::Deployment;
+use kotel_e2e::workloads::{api, hash, manifest, template};
 use kotel_e2e::*;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kotel_operator::workload::Kind;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
@@ -44,28 +48,45 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let steady: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
+    let kinds: &[Kind] = match args.get(3).map(String::as_str) {
+        None | Some("deployments") => &[Kind::Deployment],
+        Some("mixed") => &Kind::ALL,
+        Some(other) => anyhow::bail!("KINDS is `deployments` or `mixed`, not `{other}`"),
+    };
     let client = client().await?;
     install_crds(&client).await?;
     let ns = TestNamespace::create(&client, "bench", json!({})).await?;
     ns.apply(json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Instrumentation", "metadata": {"name": "otel"},
                     "spec": {"exporter": {"endpoint": "http://gw.obs:4318"}}}))
         .await?;
-    let api: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-
-    eprintln!("creating {n} Deployments");
-    let names: Vec<String> = (0..n).map(|i| format!("bench-{i:04}")).collect();
-    stream::iter(names.clone())
-        .map(|name| {
-            let api = api.clone();
+    let workloads: Vec<(Kind, String)> = (0..n)
+        .map(|i| {
+            let kind = kinds[i % kinds.len()];
+            (
+                kind,
+                format!("bench-{}-{i:04}", kind.as_str().to_lowercase()),
+            )
+        })
+        .collect();
+    eprintln!("creating {n} workloads of {kinds:?}");
+    stream::iter(workloads.clone())
+        .map(|(kind, name)| {
+            let api = api(&client, &ns.name, kind);
             async move {
-                let mut d = deployment(
+                let mut w = manifest(
+                    kind,
                     &name,
+                    "example.com/app:1",
                     json!({}),
                     json!([{"name": "USER_VAR", "value": "1"}]),
                 );
-                d["spec"]["replicas"] = json!(0);
-                let d: Deployment = serde_json::from_value(d)?;
-                api.create(&PostParams::default(), &d).await?;
+                match kind {
+                    Kind::Deployment | Kind::StatefulSet => w["spec"]["replicas"] = json!(0),
+                    Kind::CronJob => w["spec"]["suspend"] = json!(true),
+                    Kind::DaemonSet => {}
+                }
+                api.create(&PostParams::default(), &serde_json::from_value(w)?)
+                    .await?;
                 anyhow::Ok(())
             }
         })
@@ -81,28 +102,37 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let patched: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let watch = {
-        let patched = patched.clone();
-        let api = api.clone();
-        tokio::spawn(async move {
-            let mut s = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
-            while let Some(Ok(d)) = s.next().await {
-                if template_hash(&d).is_some() {
-                    patched
-                        .lock()
-                        .unwrap()
-                        .entry(kube::ResourceExt::name_any(&d))
-                        .or_insert_with(Instant::now);
+    let watches: Vec<_> = kinds
+        .iter()
+        .map(|&kind| {
+            let patched = patched.clone();
+            let api = api(&client, &ns.name, kind);
+            tokio::spawn(async move {
+                let mut s =
+                    std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+                while let Some(Ok(o)) = s.next().await {
+                    if hash(&template(
+                        kind,
+                        &serde_json::to_value(&o).unwrap_or_default(),
+                    ))
+                    .is_some()
+                    {
+                        patched
+                            .lock()
+                            .unwrap()
+                            .entry(kube::ResourceExt::name_any(&o))
+                            .or_insert_with(Instant::now);
+                    }
                 }
-            }
+            })
         })
-    };
+        .collect();
 
     let annotated: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
-    stream::iter(names.clone())
-        .map(|name| {
-            let api = api.clone();
+    stream::iter(workloads.clone())
+        .map(|(kind, name)| {
+            let api = api(&client, &ns.name, kind);
             let annotated = annotated.clone();
             async move {
                 annotated
@@ -135,13 +165,13 @@ async fn main() -> anyhow::Result<()> {
     let mut lat: Vec<f64> = {
         let p = patched.lock().unwrap();
         let a = annotated.lock().unwrap();
-        names
+        workloads
             .iter()
-            .map(|n| p[n].saturating_duration_since(a[n]).as_secs_f64() * 1000.0)
+            .map(|(_, n)| p[n].saturating_duration_since(a[n]).as_secs_f64() * 1000.0)
             .collect()
     };
     lat.sort_by(f64::total_cmp);
-    watch.abort();
+    watches.iter().for_each(|w| w.abort());
 
     eprintln!(
         "all patched (peak RSS so far {:.1} MiB); measuring {steady} s of steady state",
@@ -156,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
     op.stop()?;
     ns.cleanup().await;
 
-    println!("deployments: {n}");
+    println!("workloads: {n} of {kinds:?}");
     println!("annotating all took: {:.2} s", annotate_done.as_secs_f64());
     println!("all patched after: {:.2} s", all_patched.as_secs_f64());
     println!(
