@@ -177,10 +177,44 @@ async fn main() -> anyhow::Result<()> {
         "all patched (peak RSS so far {:.1} MiB); measuring {steady} s of steady state",
         peak_rss_mib(op.pid())
     );
+    // Steady means every rollout kotel started has settled (the StatefulSets' revisions take
+    // the controller-manager a while): status writes before that report real changes.
+    let metrics = || async { http_get(&format!("http://{}/metrics", op.addr)).await };
+    let settle = Instant::now();
+    loop {
+        let (_, m) = metrics().await?;
+        if series_value(&m, "kotel_rollouts{state=\"pending\"}") == Some(0.0) {
+            break;
+        }
+        if settle.elapsed() > Duration::from_secs(300) {
+            anyhow::bail!("rollouts still pending after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let settled_after = settle.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let w0 = op.metric_sum("kotel_writes_total").await?;
+    let (_, before) = metrics().await?;
     tokio::time::sleep(Duration::from_secs(steady)).await;
-    let steady_writes = op.metric_sum("kotel_writes_total").await? - w0;
+    let (_, after) = metrics().await?;
+    let writes = |m: &str| -> Vec<(String, f64)> {
+        m.lines()
+            .filter_map(|l| l.strip_prefix("kotel_writes_total{kind=\""))
+            .filter_map(|l| {
+                let (kind, v) = l.split_once("\"} ")?;
+                Some((kind.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    };
+    let w0 = writes(&before);
+    let by_kind: Vec<(String, f64)> = writes(&after)
+        .into_iter()
+        .map(|(k, v)| {
+            let was = w0.iter().find(|(k0, _)| *k0 == k).map_or(0.0, |(_, v)| *v);
+            (k, v - was)
+        })
+        .filter(|(_, d)| *d != 0.0)
+        .collect();
+    let steady_writes: i64 = by_kind.iter().map(|(_, d)| *d as i64).sum();
     let rss = peak_rss_mib(op.pid());
     let rss_now = status_mib(op.pid(), "VmRSS:");
     op.stop()?;
@@ -195,7 +229,11 @@ async fn main() -> anyhow::Result<()> {
         percentile(&lat, 99.0),
         percentile(&lat, 100.0)
     );
-    println!("writes during {steady} s of steady state: {steady_writes}");
+    println!(
+        "rollouts settled {:.1} s after all were patched",
+        settled_after.as_secs_f64()
+    );
+    println!("writes during {steady} s of steady state: {steady_writes} {by_kind:?}");
     println!("operator peak RSS: {rss:.1} MiB (after the steady state: {rss_now:.1} MiB)");
     Ok(())
 }
