@@ -1,7 +1,9 @@
-//! The `kotel.dev/*` annotations and how they resolve: the Deployment's own metadata first, then
-//! its pod template, then (for `inject` and `sidecar` only) its Namespace.
+//! The `kotel.dev/*` annotations and how they resolve: the workload's own metadata first, then
+//! its pod template, then (for `inject`, its language forms and `sidecar` only) its Namespace.
 
 use std::collections::BTreeMap;
+
+use crate::agent::Language;
 
 /// Opt in to SDK env injection: `true`, `false`, `NAME` or `NAMESPACE/NAME`.
 pub const INJECT: &str = "kotel.dev/inject";
@@ -62,6 +64,8 @@ pub struct Resolved {
     pub container_names: Option<Vec<String>>,
     /// The service name override.
     pub service_name: Option<String>,
+    /// The language agent asked for by `kotel.dev/inject-<language>`.
+    pub agent: Option<Language>,
 }
 
 impl Resolved {
@@ -136,8 +140,17 @@ fn boolean(v: &str) -> Option<bool> {
 
 /// Parses a `kotel.dev/inject` value.
 pub fn parse_inject(value: &str, own_namespace: &str) -> Result<InjectRef, AnnotationError> {
+    parse_inject_of(INJECT, value, own_namespace)
+}
+
+/// Parses the value of `key`, `kotel.dev/inject` or one of its language forms.
+fn parse_inject_of(
+    key: &'static str,
+    value: &str,
+    own_namespace: &str,
+) -> Result<InjectRef, AnnotationError> {
     let err = || AnnotationError {
-        key: INJECT,
+        key,
         value: value.to_string(),
         fix: "use true, false, NAME or NAMESPACE/NAME of an Instrumentation",
     };
@@ -175,10 +188,38 @@ pub fn parse_sidecar(value: &str) -> Result<SidecarRef, AnnotationError> {
 
 /// Resolves every kotel annotation of a workload.
 pub fn resolve(sources: &Sources<'_>, own_namespace: &str) -> Result<Resolved, AnnotationError> {
-    let inject = match sources.lookup(INJECT, true) {
+    let mut inject = match sources.lookup(INJECT, true) {
         Some(v) => parse_inject(v, own_namespace)?,
         None => InjectRef::Off,
     };
+    // `kotel.dev/inject-<language>` takes the same values and means `kotel.dev/inject` plus
+    // that language's agent.
+    let mut agent = None;
+    for language in Language::ALL {
+        let key = language.annotation();
+        let Some(v) = sources.lookup(key, true) else {
+            continue;
+        };
+        let r = parse_inject_of(key, v, own_namespace)?;
+        if r == InjectRef::Off {
+            continue;
+        }
+        if agent.replace(language).is_some() {
+            return Err(AnnotationError {
+                key,
+                value: v.to_string(),
+                fix: "one agent language per workload: keep one kotel.dev/inject-<language> annotation and set the others to false",
+            });
+        }
+        if inject != InjectRef::Off && inject != r {
+            return Err(AnnotationError {
+                key,
+                value: v.to_string(),
+                fix: "it names another Instrumentation than kotel.dev/inject: remove kotel.dev/inject or make both name the same one",
+            });
+        }
+        inject = r;
+    }
     let sidecar = match sources.lookup(SIDECAR, true) {
         Some(v) => parse_sidecar(v)?,
         None => SidecarRef::Off,
@@ -211,6 +252,7 @@ pub fn resolve(sources: &Sources<'_>, own_namespace: &str) -> Result<Resolved, A
         sidecar,
         container_names,
         service_name,
+        agent,
     })
 }
 
@@ -358,6 +400,69 @@ mod tests {
         assert_eq!(r.inject, InjectRef::Off);
         assert_eq!(r.sidecar, SidecarRef::Off);
         assert!(!r.wants_anything());
+    }
+
+    #[test]
+    fn a_language_annotation_injects_its_instrumentation_plus_the_agent() {
+        let only = |pairs: &[(&str, &str)], ns: &[(&str, &str)]| {
+            let (w, n) = (map(pairs), map(ns));
+            resolve(
+                &Sources {
+                    workload: Some(&w),
+                    template: None,
+                    namespace: Some(&n),
+                },
+                "app",
+            )
+        };
+        let r = only(&[("kotel.dev/inject-python", "true")], &[]).unwrap();
+        assert_eq!(
+            (r.inject, r.agent),
+            (InjectRef::Only, Some(Language::Python))
+        );
+        let r = only(&[("kotel.dev/inject-java", "obs/otel")], &[]).unwrap();
+        assert_eq!(
+            (r.inject, r.agent),
+            (
+                InjectRef::Named {
+                    namespace: "obs".into(),
+                    name: "otel".into()
+                },
+                Some(Language::Java)
+            )
+        );
+        let r = only(&[], &[("kotel.dev/inject-nodejs", "true")]).unwrap();
+        assert_eq!(r.agent, Some(Language::Nodejs), "a namespace default too");
+        let r = only(
+            &[("kotel.dev/inject-nodejs", "false")],
+            &[("kotel.dev/inject-nodejs", "true")],
+        )
+        .unwrap();
+        assert_eq!((r.inject, r.agent), (InjectRef::Off, None), "opted out");
+        let r = only(
+            &[(INJECT, "otel"), ("kotel.dev/inject-python", "otel")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.agent, Some(Language::Python));
+
+        let two = only(
+            &[
+                ("kotel.dev/inject-python", "true"),
+                ("kotel.dev/inject-java", "true"),
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(two.fix.contains("one agent language"), "{two}");
+        let conflict = only(&[(INJECT, "a"), ("kotel.dev/inject-python", "b")], &[]).unwrap_err();
+        assert_eq!(conflict.key, "kotel.dev/inject-python");
+        assert!(
+            conflict.fix.contains("another Instrumentation"),
+            "{conflict}"
+        );
+        let bad = only(&[("kotel.dev/inject-python", "yes please")], &[]).unwrap_err();
+        assert_eq!(bad.key, "kotel.dev/inject-python");
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! What kotel injects into a Deployment: the `OTEL_*` env of each selected container, the
-//! sidecar, the config hash, and the server-side-apply body that carries exactly that.
+//! What kotel injects into a workload: the `OTEL_*` env of each selected container, a
+//! language agent, the sidecar, the config hash, and the server-side-apply body that carries
+//! exactly that.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, EnvVarSource, ObjectFieldSelector, Volume, VolumeMount,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::agent::{self, Language};
 use crate::annotations::CONFIG_HASH;
 use crate::instrumentation::{InstrumentationSpec, Protocol, parse_interval_ms};
 use crate::ownership::Shape;
@@ -64,17 +68,32 @@ pub struct Request<'a> {
     pub container_names: Option<&'a [String]>,
     /// `kotel.dev/service-name`.
     pub service_name: Option<&'a str>,
+    /// `kotel.dev/inject-<language>`: the agent to add.
+    pub agent: Option<Language>,
 }
 
-/// The fields kotel wants on a Deployment.
+/// The fields kotel wants on a workload's pod template.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Intent {
     /// Env vars per container name, in injection order.
     pub containers: Vec<(String, Vec<EnvVar>)>,
     /// The native sidecar.
     pub sidecar: Option<Container>,
+    /// The language agent, when at least one container gets it.
+    pub agent: Option<AgentIntent>,
     /// Short hash of the above; `None` when there is nothing to inject.
     pub hash: Option<String>,
+}
+
+/// What kotel adds to a pod for a language agent.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AgentIntent {
+    /// The volume with the agent.
+    pub volume: Volume,
+    /// The init container that copies it in (copy delivery).
+    pub init_container: Option<Container>,
+    /// The mount of each container that gets the agent.
+    pub mounts: Vec<(String, VolumeMount)>,
 }
 
 /// The intent plus what the user should be told about it.
@@ -86,6 +105,9 @@ pub struct Plan {
     pub kept_user_vars: Vec<(String, String)>,
     /// Names in `kotel.dev/container-names` that match no container.
     pub unknown_containers: Vec<String>,
+    /// `(container, variable)`: containers that get no agent because they set its activation
+    /// variable themselves.
+    pub agent_skipped: Vec<(String, &'static str)>,
 }
 
 /// Why nothing can be planned for a workload until its inputs change.
@@ -96,6 +118,11 @@ pub enum PlanError {
         "Instrumentation {0} has no spec.exporter.endpoint and the workload has no kotel sidecar: set spec.exporter.endpoint or annotate kotel.dev/sidecar"
     )]
     MissingEndpoint(String),
+    /// The Python agent images carry only the http/protobuf exporter.
+    #[error(
+        "Instrumentation {0} exports over grpc, but the Python agent exports over http/protobuf only: set spec.exporter.protocol to http/protobuf"
+    )]
+    AgentProtocol(String),
 }
 
 /// `kotel.dev/service-name`, else the template's `app.kubernetes.io/name` label, else the Deployment name.
@@ -284,7 +311,11 @@ pub fn container_env(
         env.push(var("OTEL_METRIC_EXPORT_INTERVAL", ms.to_string()));
     }
     env.extend(spec.env.iter().cloned());
-    // A name listed twice (kotel's own and `spec.env`) keeps its first position and the last value.
+    dedupe(env)
+}
+
+/// A name listed twice (kotel's own and `spec.env`) keeps its first position and the last value.
+fn dedupe(env: Vec<EnvVar>) -> Vec<EnvVar> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut out: Vec<EnvVar> = Vec::with_capacity(env.len());
     for e in env {
@@ -297,6 +328,18 @@ pub fn container_env(
         }
     }
     out
+}
+
+/// The variables a container that gets `language`'s agent gets besides the SDK's: the
+/// activation variable, the agent's own, then `spec.<language>.env`.
+pub fn agent_env(language: Language, spec: &agent::AgentSpec) -> Vec<EnvVar> {
+    let mut env = vec![var(
+        language.activation_var(),
+        language.activation_value(&spec.agent_root(language)),
+    )];
+    env.extend(language.agent_env());
+    env.extend(spec.env.iter().cloned());
+    env
 }
 
 /// The env var names a container sets that kotel does not own: the user's.
@@ -314,8 +357,17 @@ pub fn user_vars(container: &Container, owned: &Shape) -> BTreeSet<String> {
 /// Computes what kotel should own on a workload.
 pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
     let mut out = Plan::default();
+    let mut mounts = Vec::new();
+    let agent = r
+        .agent
+        .zip(r.instrumentation)
+        .map(|(l, (_, spec))| (l, spec.agent(l)));
+    let delivered = agent.as_ref().map(|(l, a)| agent::deliver(*l, a));
     if let Some((inst_name, spec)) = r.instrumentation {
         let dest = destination(inst_name, spec, r.sidecar.is_some())?;
+        if r.agent == Some(Language::Python) && dest.protocol != Protocol::HttpProtobuf {
+            return Err(PlanError::AgentProtocol(inst_name.to_string()));
+        }
         let service = service_name(r.service_name, w.template_labels, w.name);
         if let Some(names) = r.container_names {
             out.unknown_containers = names
@@ -338,7 +390,7 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
             let version_label = w
                 .template_labels
                 .is_some_and(|l| l.contains_key(VERSION_LABEL));
-            for e in container_env(
+            let mut wanted = container_env(
                 spec,
                 w.namespace,
                 (w.kind, w.name),
@@ -346,7 +398,21 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
                 &dest,
                 c,
                 version_label,
-            ) {
+            );
+            if let (Some((language, agent_spec)), Some(d)) = (&agent, &delivered) {
+                // A container that sets the activation variable itself keeps its value, so the
+                // agent does not load there; the files are still mounted, so that adding
+                // kotel's value to the user's (as the Event says) is all it takes.
+                if users.contains(language.activation_var()) {
+                    out.agent_skipped
+                        .push((c.name.clone(), language.activation_var()));
+                } else {
+                    wanted.extend(agent_env(*language, agent_spec));
+                    wanted = dedupe(wanted);
+                }
+                mounts.push((c.name.clone(), d.mount.clone()));
+            }
+            for e in wanted {
                 if users.contains(&e.name) {
                     out.kept_user_vars.push((c.name.clone(), e.name));
                 } else {
@@ -362,20 +428,27 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
         let ports = crate::collector::ports_for(s.spec, s.config);
         out.intent.sidecar = Some(sidecar::container(s.spec, s.config, &ports));
     }
+    if let Some(d) = delivered.filter(|_| !mounts.is_empty()) {
+        out.intent.agent = Some(AgentIntent {
+            volume: d.volume,
+            init_container: d.init_container,
+            mounts,
+        });
+    }
     if !out.intent.containers.is_empty() || out.intent.sidecar.is_some() {
-        out.intent.hash = Some(config_hash(
-            &out.intent.containers,
-            out.intent.sidecar.as_ref(),
-        ));
+        out.intent.hash = Some(config_hash(&out.intent));
     }
     Ok(out)
 }
 
-/// A short, stable hash of everything kotel injects.
-pub fn config_hash(containers: &[(String, Vec<EnvVar>)], sidecar: Option<&Container>) -> String {
-    let body = serde_json::to_vec(&json!({"containers": containers, "sidecar": sidecar}))
-        .expect("env and containers serialise");
-    short_hash(&body)
+/// A short, stable hash of everything kotel injects (the agent's image included, so a new
+/// agent image rolls the workload).
+pub fn config_hash(intent: &Intent) -> String {
+    let mut body = json!({"containers": intent.containers, "sidecar": intent.sidecar});
+    if let Some(a) = &intent.agent {
+        body["agent"] = serde_json::to_value(a).expect("the agent serialises");
+    }
+    short_hash(&serde_json::to_vec(&body).expect("env and containers serialise"))
 }
 
 /// The value of `kotel.dev/config-hash`: the first 5 bytes of a SHA-256, in hex.
@@ -397,7 +470,19 @@ impl Intent {
                 .iter()
                 .map(|(c, env)| (c.clone(), env.iter().map(|e| e.name.clone()).collect()))
                 .collect(),
-            init_containers: self.sidecar.iter().map(|c| c.name.clone()).collect(),
+            init_containers: self
+                .sidecar
+                .iter()
+                .chain(self.agent.iter().flat_map(|a| &a.init_container))
+                .map(|c| c.name.clone())
+                .collect(),
+            volumes: self.agent.iter().map(|a| a.volume.name.clone()).collect(),
+            mounts: self
+                .agent
+                .iter()
+                .flat_map(|a| &a.mounts)
+                .map(|(c, m)| (c.clone(), [m.mount_path.clone()].into()))
+                .collect(),
         }
     }
 
@@ -420,18 +505,40 @@ impl Intent {
         };
         let mut pod_spec = serde_json::Map::new();
         if !self.containers.is_empty() {
+            let mounts = |c: &str| -> Vec<&VolumeMount> {
+                self.agent
+                    .iter()
+                    .flat_map(|a| &a.mounts)
+                    .filter(|(name, _)| name == c)
+                    .map(|(_, m)| m)
+                    .collect()
+            };
             let containers: Vec<Value> = self
                 .containers
                 .iter()
-                .map(|(c, env)| json!({"name": c, "env": env}))
+                .map(|(c, env)| {
+                    let mut v = json!({"name": c, "env": env});
+                    let m = mounts(c);
+                    if !m.is_empty() {
+                        v["volumeMounts"] = json!(m);
+                    }
+                    v
+                })
                 .collect();
             pod_spec.insert("containers".into(), Value::Array(containers));
         }
-        if let Some(s) = &self.sidecar {
-            pod_spec.insert(
-                "initContainers".into(),
-                Value::Array(vec![serde_json::to_value(s).expect("container serialises")]),
-            );
+        // The agent's copy runs before the application containers, the sidecar alongside them.
+        let inits: Vec<Value> = self
+            .sidecar
+            .iter()
+            .chain(self.agent.iter().flat_map(|a| &a.init_container))
+            .map(|c| serde_json::to_value(c).expect("container serialises"))
+            .collect();
+        if !inits.is_empty() {
+            pod_spec.insert("initContainers".into(), Value::Array(inits));
+        }
+        if let Some(a) = &self.agent {
+            pod_spec.insert("volumes".into(), json!([a.volume]));
         }
         let mut at = &mut body;
         for key in kind.template_path() {
@@ -808,11 +915,113 @@ mod tests {
 
     #[test]
     fn hash_changes_with_content() {
-        let a = vec![("app".to_string(), vec![var("A", "1")])];
-        let b = vec![("app".to_string(), vec![var("A", "2")])];
-        assert_ne!(config_hash(&a, None), config_hash(&b, None));
-        assert_eq!(config_hash(&a, None), config_hash(&a.clone(), None));
-        assert_eq!(config_hash(&a, None).len(), 10);
+        let of = |v: &str| Intent {
+            containers: vec![("app".to_string(), vec![var("A", v)])],
+            ..Default::default()
+        };
+        assert_ne!(config_hash(&of("1")), config_hash(&of("2")));
+        assert_eq!(config_hash(&of("1")), config_hash(&of("1")));
+        assert_eq!(config_hash(&of("1")).len(), 10);
+    }
+
+    fn agent_plan(
+        containers: &[Container],
+        spec: &InstrumentationSpec,
+        only: Option<&[String]>,
+    ) -> Result<Plan, PlanError> {
+        let owned = Shape::default();
+        let w = Workload {
+            kind: Kind::Deployment,
+            namespace: "n",
+            name: "shop",
+            template_labels: None,
+            containers,
+            current_hash: None,
+            owned: &owned,
+        };
+        plan(
+            &w,
+            &Request {
+                instrumentation: Some(("i", spec)),
+                container_names: only,
+                agent: Some(Language::Python),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_python_agent_is_copied_mounted_and_activated_in_the_selected_containers() {
+        let containers = vec![
+            container("app", "shop:1", &[]),
+            container("proxy", "envoy:1", &[]),
+        ];
+        let only = vec!["app".to_string()];
+        let p = agent_plan(&containers, &basic(), Some(&only)).unwrap();
+        let env = &p.intent.containers[0].1;
+        assert_eq!(
+            value(env, "PYTHONPATH"),
+            Some(
+                "/otel-auto-instrumentation-python/opentelemetry/instrumentation/auto_instrumentation:/otel-auto-instrumentation-python"
+            )
+        );
+        assert_eq!(
+            value(env, "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED"),
+            Some("true")
+        );
+        assert_eq!(
+            value(env, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+            Some("http/protobuf")
+        );
+        let a = p.intent.agent.as_ref().unwrap();
+        assert_eq!(a.mounts.len(), 1, "only the selected container");
+        assert_eq!(a.mounts[0].0, "app");
+        let body = p.intent.apply_body(Kind::Deployment, "n", "shop");
+        let pod = &body["spec"]["template"]["spec"];
+        assert_eq!(pod["volumes"][0]["name"], "kotel-agent-python");
+        assert_eq!(pod["initContainers"][0]["name"], "kotel-agent-python");
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"],
+            json!([{"name": "kotel-agent-python", "mountPath": "/otel-auto-instrumentation-python"}])
+        );
+        let shape = p.intent.shape();
+        assert_eq!(
+            shape.volumes,
+            BTreeSet::from(["kotel-agent-python".to_string()])
+        );
+        assert!(shape.init_containers.contains("kotel-agent-python"));
+        assert!(shape.mounts["app"].contains("/otel-auto-instrumentation-python"));
+
+        // The agent image is part of the hash: a new image rolls the workload.
+        let mut newer = basic();
+        newer.python = Some(agent::AgentSpec {
+            image: Some("example.com/python-agent:2".into()),
+            ..Default::default()
+        });
+        let q = agent_plan(&containers, &newer, Some(&only)).unwrap();
+        assert_ne!(q.intent.hash, p.intent.hash);
+        assert_eq!(q.intent.containers, p.intent.containers);
+    }
+
+    #[test]
+    fn a_container_that_sets_pythonpath_keeps_it_and_is_told_what_to_add() {
+        let containers = vec![container("app", "shop:1", &[("PYTHONPATH", "/srv/lib")])];
+        let p = agent_plan(&containers, &basic(), None).unwrap();
+        assert_eq!(p.agent_skipped, vec![("app".to_string(), "PYTHONPATH")]);
+        assert!(!names(&p.intent.containers[0].1).contains(&"PYTHONPATH"));
+        assert!(
+            p.kept_user_vars.is_empty(),
+            "reported once, as AgentNotInjected"
+        );
+        assert!(value(&p.intent.containers[0].1, "OTEL_SERVICE_NAME").is_some());
+    }
+
+    #[test]
+    fn the_python_agent_refuses_grpc_with_a_fix() {
+        let mut spec = basic();
+        spec.exporter.protocol = Protocol::Grpc;
+        let err = agent_plan(&[container("app", "shop:1", &[])], &spec, None).unwrap_err();
+        assert!(err.to_string().contains("http/protobuf"), "{err}");
     }
 
     #[test]
@@ -820,6 +1029,7 @@ mod tests {
         let intent = Intent {
             containers: vec![("app".into(), vec![var("OTEL_SERVICE_NAME", "x")])],
             sidecar: None,
+            agent: None,
             hash: Some("abc".into()),
         };
         let body = intent.apply_body(Kind::Deployment, "n", "d");

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{EnvVar, SecretKeySelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
+
+use crate::agent::{AgentSpec, Language};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +76,31 @@ pub struct InstrumentationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
     pub metric_export_interval: Option<String>,
+
+    /// The Python agent, for workloads annotated `kotel.dev/inject-python` (loaded through PYTHONPATH; exports over http/protobuf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<AgentSpec>,
+
+    /// The Java agent, for workloads annotated `kotel.dev/inject-java` (loaded through JAVA_TOOL_OPTIONS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub java: Option<AgentSpec>,
+
+    /// The Node.js agent, for workloads annotated `kotel.dev/inject-nodejs` (loaded through NODE_OPTIONS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodejs: Option<AgentSpec>,
+}
+
+impl InstrumentationSpec {
+    /// The agent settings of `language` (its defaults when unset).
+    pub fn agent(&self, language: Language) -> AgentSpec {
+        match language {
+            Language::Python => &self.python,
+            Language::Java => &self.java,
+            Language::Nodejs => &self.nodejs,
+        }
+        .clone()
+        .unwrap_or_default()
+    }
 }
 
 /// The OTLP exporter settings.

@@ -6,6 +6,7 @@
 //! DaemonSet and CronJob); only `controller` talks to the API server, and within it only its
 //! `apply` and `report` stages.
 
+pub mod agent;
 pub mod annotations;
 pub mod backoff;
 pub mod collector;

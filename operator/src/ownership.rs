@@ -18,8 +18,14 @@ pub struct Shape {
     pub hash_annotation: bool,
     /// Per container: the env vars whose value kotel sets.
     pub env: BTreeMap<String, BTreeSet<String>>,
-    /// Init containers kotel adds (its sidecar).
+    /// Init containers kotel adds (its sidecar, an agent's copy).
     pub init_containers: BTreeSet<String>,
+    /// Pod volumes kotel adds (an agent's).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub volumes: BTreeSet<String>,
+    /// Per container: the mount paths of the volume mounts kotel adds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mounts: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Shape {
@@ -28,13 +34,20 @@ impl Shape {
         !self.hash_annotation
             && self.env.values().all(BTreeSet::is_empty)
             && self.init_containers.is_empty()
+            && self.volumes.is_empty()
+            && self.mounts.values().all(BTreeSet::is_empty)
     }
 }
 
-fn keyed_name(key: &str) -> Option<String> {
+/// The `field` of a list-map key such as `k:{"name":"app"}`.
+fn keyed(key: &str, field: &str) -> Option<String> {
     let json = key.strip_prefix("k:")?;
     let v: Value = serde_json::from_str(json).ok()?;
-    v.get("name")?.as_str().map(str::to_string)
+    v.get(field)?.as_str().map(str::to_string)
+}
+
+fn keyed_name(key: &str) -> Option<String> {
+    keyed(key, "name")
 }
 
 /// The Shape kotel's own Apply entry in `managedFields` owns. An env var counts only while
@@ -84,6 +97,16 @@ pub fn kotel_shape(managed: &[ManagedFieldsEntry]) -> Shape {
                         }
                     }
                 }
+                let mounts: BTreeSet<String> = c
+                    .get("f:volumeMounts")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                    .filter_map(|k| keyed(k, "mountPath"))
+                    .collect();
+                if !mounts.is_empty() {
+                    shape.mounts.insert(name.clone(), mounts);
+                }
                 if !owned.is_empty() {
                     shape.env.insert(name, owned);
                 }
@@ -98,6 +121,14 @@ pub fn kotel_shape(managed: &[ManagedFieldsEntry]) -> Shape {
                     shape.init_containers.insert(name);
                 }
             }
+        }
+        if let Some(volumes) = template
+            .pointer("/f:spec/f:volumes")
+            .and_then(Value::as_object)
+        {
+            shape
+                .volumes
+                .extend(volumes.keys().filter_map(|k| keyed_name(k)));
         }
     }
     shape
@@ -152,8 +183,9 @@ mod tests {
                     "k:{\"name\":\"OTEL_SERVICE_NAME\"}": {".": {}, "f:name": {}, "f:value": {}},
                     "k:{\"name\":\"OTEL_RESOURCE_ATTRIBUTES_POD_NAME\"}": {".": {}, "f:name": {}, "f:valueFrom": {"f:fieldRef": {}}},
                     "k:{\"name\":\"LOST\"}": {".": {}, "f:name": {}}
-                }}},
-                "f:initContainers": {"k:{\"name\":\"kotel-collector\"}": {".": {}, "f:name": {}}}
+                }, "f:volumeMounts": {"k:{\"mountPath\":\"/otel-auto-instrumentation-python\"}": {".": {}, "f:name": {}}}}},
+                "f:initContainers": {"k:{\"name\":\"kotel-collector\"}": {".": {}, "f:name": {}}},
+                "f:volumes": {"k:{\"name\":\"kotel-agent-python\"}": {".": {}, "f:emptyDir": {}}}
             }
         }}});
         let managed = vec![
@@ -172,6 +204,14 @@ mod tests {
         assert_eq!(
             s.init_containers,
             BTreeSet::from(["kotel-collector".to_string()])
+        );
+        assert_eq!(
+            s.volumes,
+            BTreeSet::from(["kotel-agent-python".to_string()])
+        );
+        assert_eq!(
+            s.mounts["app"],
+            BTreeSet::from(["/otel-auto-instrumentation-python".to_string()])
         );
 
         // The same fields under a CronJob's jobTemplate.

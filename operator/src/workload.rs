@@ -313,8 +313,9 @@ impl Object for CronJob {
 pub fn unpatchable(kind: &str, meta: &ObjectMeta) -> Option<String> {
     let asks = meta.annotations.as_ref().is_some_and(|a| {
         [annotations::INJECT, annotations::SIDECAR]
-            .iter()
-            .any(|k| a.get(*k).is_some_and(|v| v.trim() != "false"))
+            .into_iter()
+            .chain(crate::agent::Language::ALL.map(|l| l.annotation()))
+            .any(|k| a.get(k).is_some_and(|v| v.trim() != "false"))
     });
     let controlled = meta
         .owner_references

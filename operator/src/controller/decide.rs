@@ -67,9 +67,13 @@ pub(super) fn decide(
         }),
         container_names: inputs.resolved.container_names.as_deref(),
         service_name: inputs.resolved.service_name.as_deref(),
+        agent: inputs.resolved.agent,
     };
     inject::plan(&workload, &req).map_err(|e| Problem {
-        reason: "MissingEndpoint",
+        reason: match e {
+            inject::PlanError::MissingEndpoint(_) => "MissingEndpoint",
+            inject::PlanError::AgentProtocol(_) => "AgentProtocol",
+        },
         message: e.to_string(),
     })
 }

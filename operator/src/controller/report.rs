@@ -186,6 +186,31 @@ pub(super) async fn report_applied(ctx: &Context, d: &dyn Templated, plan: &Plan
         )
         .await;
     }
+    for (container, var) in &plan.agent_skipped {
+        ctx.event(
+            d,
+            EventType::Warning,
+            "AgentNotInjected",
+            format!(
+                "container {container} sets {var} itself, so kotel left it alone and added no agent to it; \
+                 to load the agent, add kotel's value to yours: {var}={}",
+                inputs
+                    .resolved
+                    .agent
+                    .map(|l| {
+                        let spec = inputs
+                            .instrumentation
+                            .as_ref()
+                            .and_then(|(_, g)| g.0.as_ref().ok())
+                            .map(|i| i.spec.agent(l))
+                            .unwrap_or_default();
+                        l.activation_value(&spec.agent_root(l))
+                    })
+                    .unwrap_or_default()
+            ),
+        )
+        .await;
+    }
     if !plan.unknown_containers.is_empty() {
         ctx.event(
             d,
