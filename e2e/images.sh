@@ -5,6 +5,9 @@
 #   inference-app   /usr/local/bin/inference-app and /model   as the Dockerfile's `inference-app` stage
 #   otelcol-kotel   /otelcol-kotel (the tests' Collector, built by ocb; user 10001 as upstream's)
 #   pause           /pause (the pod sandbox, compiled from the k8s.io/kubernetes module's pause.c)
+#   python-agent    the Python agent under /autoinstrumentation (agents/build.sh python)
+#   python-app      e2e/apps/python: a FastAPI service with no OpenTelemetry code, on Debian's
+#                   python3 with its frameworks from PyPI (uvicorn on port 8000)
 #
 # The base of the first three is assembled from Debian packages as distroless/cc is: libc,
 # libgcc, libgomp, libstdc++, ca-certificates, tzdata, netbase, and the users root, nonroot
@@ -27,6 +30,12 @@ tag=${KOTEL_E2E_IMAGE_TAG:-e2e}
 out=$cache/images
 layout=$out/oci
 base_packages=(base-files netbase tzdata libc6 libgcc-s1 libgomp1 libstdc++6 ca-certificates)
+# Debian's CPython and the libraries its standard modules load (no perl, no dpkg).
+python_packages=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib media-types
+  libbz2-1.0 libcrypt1 libdb5.3 libexpat1 libffi8 libgdbm6 libgdbm-compat4 liblzma5 libncursesw6
+  libnsl2 libreadline8 readline-common libsqlite3-0 libssl3 libtinfo6 libtirpc3 libtirpc-common
+  libuuid1 zlib1g libzstd1 libgssapi-krb5-2 libk5crypto3 libkeyutils1 libkrb5-3 libkrb5support0
+  libcom-err2 libselinux1 libpcre2-8-0)
 
 say() { printf '[images] %s\n' "$*" >&2; }
 die() { printf '[images] error: %s\n' "$*" >&2; exit 1; }
@@ -68,6 +77,27 @@ EOF
   chmod 700 "$r/root"
   chown 65532:65532 "$r/home/nonroot"
   echo "$stamp" >"$base/stamp"
+}
+
+# The python-app layer: Debian's python3 and the app's frameworks (pip, into the interpreter's
+# own dist-packages, so that a PYTHONPATH set on the container does not hide them).
+python_rootfs() {
+  local dir=$cache/python stamp
+  stamp=$( (apt-cache policy "${python_packages[@]}" | awk '/^[^ ]/ {p=$1} /Candidate:/ {print p, $2}';
+            cat "$repo/e2e/apps/python/requirements.txt") | sha256sum | cut -c1-16)
+  if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$stamp" ]; then return 0; fi
+  say "assembling python3 from Debian packages and the app's frameworks from PyPI"
+  rm -rf "$dir"
+  mkdir -p "$dir/debs" "$dir/rootfs"
+  (cd "$dir/debs" && apt-get -o APT::Sandbox::User=root download -qq "${python_packages[@]}")
+  local deb r=$dir/rootfs
+  for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$r"; done
+  rm -rf "$r"/usr/share/{doc,man,info,lintian} "$dir/debs"
+  ln -s python3.11 "$r/usr/bin/python3"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-conflicts --no-compile \
+    --python-version 3.11 --platform manylinux2014_x86_64 --only-binary=:all: \
+    --target "$r/usr/lib/python3/dist-packages" -r "$repo/e2e/apps/python/requirements.txt"
+  echo "$stamp" >"$dir/stamp"
 }
 
 # new_image NAME [base]: a fresh tag NAME (the reference kotel/NAME:TAG is added at the end) in the layout, with the base rootfs as its first layer.
@@ -115,9 +145,11 @@ stripped() {
 cmd_build() {
   command -v umoci >/dev/null || die "umoci is required (Debian: umoci)"
   base_rootfs
+  python_rootfs
   local inputs=(
     "$target/kotel-operator" "$target/inference-app" "$cache/bin/otelcol-kotel" "$cache/bin/pause"
-    "$cache/base/stamp" "${BASH_SOURCE[0]}"
+    "$cache/base/stamp" "$cache/python/stamp" "${BASH_SOURCE[0]}"
+    "$repo/agents/build.sh" "$repo/agents/python/requirements.txt" "$repo/e2e/apps/python/main.py"
   )
   local f
   for f in "${inputs[@]}"; do [ -e "$f" ] || die "$f is missing (cargo build -p kotel-operator -p inference-app; e2e/controlplane.sh build)"; done
@@ -156,6 +188,15 @@ cmd_build() {
   add_layer pause "pause=$cache/bin/pause"
   config pause --config.user 65535:65535 --config.entrypoint /pause
 
+  "$repo/agents/build.sh" python "$layout:python-agent"
+
+  new_image python-app base
+  add_layer python-app "$cache/python/rootfs/." "app/main.py=$repo/e2e/apps/python/main.py"
+  config python-app --config.user 65532:65532 --config.workingdir /app \
+    --config.exposedports 8000/tcp --config.entrypoint /usr/bin/python3 \
+    --config.cmd -m --config.cmd uvicorn --config.cmd main:app --config.cmd --host \
+    --config.cmd 0.0.0.0 --config.cmd --port --config.cmd 8000
+
   umoci gc --layout "$layout"
   # containerd names an imported image by this annotation (a bare OCI tag is not a reference).
   python3 - "$layout/index.json" "$tag" <<'EOF'
@@ -174,7 +215,8 @@ EOF
 }
 
 names() {
-  printf 'kotel/%s\n' "operator:$tag" "inference-app:$tag" "otelcol-kotel:$tag" "pause:3.10"
+  printf 'kotel/%s\n' "operator:$tag" "inference-app:$tag" "otelcol-kotel:$tag" "pause:3.10" \
+    "python-agent:$tag" "python-app:$tag"
 }
 
 case "${1:-}" in
