@@ -198,12 +198,27 @@ pub async fn proxy_get(
     port: u16,
     path: &str,
 ) -> anyhow::Result<String> {
+    proxy_get_with(client, ns, pod, port, path, &[]).await
+}
+
+/// [`proxy_get`] with request headers (the proxy passes them on, `traceparent` included).
+pub async fn proxy_get_with(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let uri = format!(
         "/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/{}",
         path.trim_start_matches('/')
     );
-    let req = http::Request::get(uri).body(Vec::new())?;
-    Ok(client.request_text(req).await?)
+    let mut req = http::Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    Ok(client.request_text(req.body(Vec::new())?).await?)
 }
 
 /// Runs a pod to completion (it must end by itself) and returns its logs; the pod is deleted

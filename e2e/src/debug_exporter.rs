@@ -24,6 +24,8 @@ pub struct Span {
     pub name: String,
     /// `Server`, `Internal`, ...
     pub kind: String,
+    /// The span's attributes; string values without their `Str(...)` wrapper.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// One resource block: its resource attributes and, for traces, its spans.
@@ -67,6 +69,8 @@ fn value(raw: &str) -> String {
 pub fn parse(log: &str) -> Vec<Resource> {
     let mut out: Vec<Resource> = Vec::new();
     let mut in_attributes = false;
+    // Inside the `Attributes:` block of the span pushed last.
+    let mut in_span_attributes = false;
     let mut span: Option<(String, String)> = None;
     for line in log.lines() {
         if let Some(signal) = signal_of(line) {
@@ -76,6 +80,7 @@ pub fn parse(log: &str) -> Vec<Resource> {
                 spans: Vec::new(),
             });
             in_attributes = false;
+            in_span_attributes = false;
             span = None;
             continue;
         }
@@ -100,6 +105,23 @@ pub fn parse(log: &str) -> Vec<Resource> {
         if current.signal != Signal::Traces {
             continue;
         }
+        if line == "Attributes:" {
+            in_span_attributes = !current.spans.is_empty();
+            continue;
+        }
+        if in_span_attributes {
+            if let Some((k, v)) = line
+                .trim_start()
+                .strip_prefix("-> ")
+                .and_then(|kv| kv.split_once(": "))
+            {
+                if let Some(last) = current.spans.last_mut() {
+                    last.attributes.insert(k.to_string(), value(v));
+                }
+                continue;
+            }
+            in_span_attributes = false;
+        }
         let Some((field, v)) = line.trim_start().split_once(':') else {
             continue;
         };
@@ -117,6 +139,7 @@ pub fn parse(log: &str) -> Vec<Resource> {
                         trace_id,
                         name,
                         kind: v,
+                        attributes: BTreeMap::new(),
                     });
                 }
             }
@@ -193,12 +216,14 @@ ScopeMetrics #0
                 Span {
                     trace_id: "ccda9d849698922c76012c989e2d8cdd".into(),
                     name: "POST /predict".into(),
-                    kind: "Server".into()
+                    kind: "Server".into(),
+                    attributes: [("http.request.method".to_string(), "POST".to_string())].into()
                 },
                 Span {
                     trace_id: "ccda9d849698922c76012c989e2d8cdd".into(),
                     name: "inference".into(),
-                    kind: "Internal".into()
+                    kind: "Internal".into(),
+                    attributes: BTreeMap::new()
                 }
             ]
         );
