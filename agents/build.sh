@@ -3,8 +3,9 @@
 # images are laid out (the agent under /autoinstrumentation, `cp` on the PATH), without Docker:
 # the agent from its registry, busybox (Debian's busybox-static) for `cp`, packed by umoci.
 #
-#   agents/build.sh python LAYOUT[:TAG]     add the image to the OCI layout LAYOUT (created if
-#                                           missing) under TAG (default: the language)
+#   agents/build.sh LANGUAGE LAYOUT[:TAG]   add the image of LANGUAGE (python, java, nodejs) to
+#                                           the OCI layout LAYOUT (created if missing) under TAG
+#                                           (default: the language)
 #
 # Push it with `skopeo copy oci:LAYOUT:TAG docker://REGISTRY/NAME:TAG`, or load it with
 # `ctr images import` / `kind load image-archive` after `tar -C LAYOUT -cf image.tar .`, and
@@ -12,6 +13,10 @@
 #
 #   python   pip installs agents/python/requirements.txt from PyPI (for the python3 on PATH:
 #            its minor version must match the applications' interpreter)
+#   java     opentelemetry-javaagent (agents/java/version.txt) from Maven Central, checked
+#            against its published SHA-1, as /autoinstrumentation/javaagent.jar
+#   nodejs   npm installs agents/nodejs/package.json from the npm registry, with
+#            autoinstrumentation.js (what NODE_OPTIONS=--require loads)
 #
 # AGENT_CACHE (default ~/.cache/kotel-agents) keeps each installed agent, keyed by its inputs.
 set -euo pipefail
@@ -21,7 +26,7 @@ cache=${AGENT_CACHE:-$HOME/.cache/kotel-agents}
 say() { printf '[agents] %s\n' "$*" >&2; }
 die() { printf '[agents] error: %s\n' "$*" >&2; exit 1; }
 
-[ $# -eq 2 ] || die "usage: $0 python LAYOUT[:TAG]"
+[ $# -eq 2 ] || die "usage: $0 python|java|nodejs LAYOUT[:TAG]"
 language=$1
 layout=${2%%:*}
 tag=$language
@@ -43,7 +48,33 @@ agent_tree() {
         touch "$dir/done"
       fi
       ;;
-    *) die "unknown language $language (python)" ;;
+    java)
+      local version url
+      version=$(tr -d ' \n' <"$here/java/version.txt")
+      dir=$cache/java-$version
+      if [ ! -f "$dir/done" ]; then
+        url=https://repo1.maven.org/maven2/io/opentelemetry/javaagent/opentelemetry-javaagent/$version/opentelemetry-javaagent-$version.jar
+        say "downloading opentelemetry-javaagent $version from Maven Central"
+        rm -rf "$dir"
+        mkdir -p "$dir/autoinstrumentation"
+        curl -sSfL --retry 3 -o "$dir/autoinstrumentation/javaagent.jar" "$url"
+        echo "$(curl -sSfL --retry 3 "$url.sha1" | cut -c1-40)  $dir/autoinstrumentation/javaagent.jar" | sha1sum -c --quiet -
+        touch "$dir/done"
+      fi
+      ;;
+    nodejs)
+      key=$( (cat "$here/nodejs/package.json" "$here/nodejs/autoinstrumentation.js"; node --version) | sha256sum | cut -c1-16)
+      dir=$cache/nodejs-$key
+      if [ ! -f "$dir/done" ]; then
+        say "npm installing the Node.js agent (node $(node --version))"
+        rm -rf "$dir"
+        mkdir -p "$dir/autoinstrumentation"
+        cp "$here/nodejs/package.json" "$here/nodejs/autoinstrumentation.js" "$dir/autoinstrumentation/"
+        (cd "$dir/autoinstrumentation" && npm install --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+        touch "$dir/done"
+      fi
+      ;;
+    *) die "unknown language $language (python, java, nodejs)" ;;
   esac
   echo "$dir"
 }

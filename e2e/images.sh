@@ -5,9 +5,12 @@
 #   inference-app   /usr/local/bin/inference-app and /model   as the Dockerfile's `inference-app` stage
 #   otelcol-kotel   /otelcol-kotel (the tests' Collector, built by ocb; user 10001 as upstream's)
 #   pause           /pause (the pod sandbox, compiled from the k8s.io/kubernetes module's pause.c)
-#   python-agent    the Python agent under /autoinstrumentation (agents/build.sh python)
+#   python-agent, java-agent, nodejs-agent
+#                   the language agents under /autoinstrumentation (agents/build.sh)
 #   python-app      e2e/apps/python: a FastAPI service with no OpenTelemetry code, on Debian's
 #                   python3 with its frameworks from PyPI (uvicorn on port 8000)
+#   java-app        e2e/apps/java: an HTTP service on the JDK's own server, on Debian's JRE
+#   nodejs-app      e2e/apps/nodejs: an Express service, on Debian's nodejs with express from npm
 #
 # The base of the first three is assembled from Debian packages as distroless/cc is: libc,
 # libgcc, libgomp, libstdc++, ca-certificates, tzdata, netbase, and the users root, nonroot
@@ -79,25 +82,59 @@ EOF
   echo "$stamp" >"$base/stamp"
 }
 
-# The python-app layer: Debian's python3 and the app's frameworks (pip, into the interpreter's
-# own dist-packages, so that a PYTHONPATH set on the container does not hide them).
-python_rootfs() {
-  local dir=$cache/python stamp
-  stamp=$( (apt-cache policy "${python_packages[@]}" | awk '/^[^ ]/ {p=$1} /Candidate:/ {print p, $2}';
-            cat "$repo/e2e/apps/python/requirements.txt") | sha256sum | cut -c1-16)
+# runtime_rootfs NAME PACKAGE...: Debian packages unpacked into $cache/runtime-NAME/rootfs
+# (no maintainer scripts run), rebuilt when a version changes.
+runtime_rootfs() {
+  local name=$1; shift
+  local dir=$cache/runtime-$name stamp p v pinned=()
+  # Debian's own version of each (a package installed from elsewhere, such as NodeSource's
+  # nodejs, would otherwise be the candidate and cannot be downloaded).
+  for p in "$@"; do
+    v=$(apt-cache madison "$p" | awk -F'|' '/debian\.org/ {gsub(/ /, "", $2); print $2; exit}')
+    [ -n "$v" ] || die "Debian has no package $p"
+    pinned+=("$p=$v")
+  done
+  stamp=$(printf '%s\n' "${pinned[@]}" | sha256sum | cut -c1-16)
   if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$stamp" ]; then return 0; fi
-  say "assembling python3 from Debian packages and the app's frameworks from PyPI"
+  say "assembling the $name runtime from Debian packages: $*"
   rm -rf "$dir"
   mkdir -p "$dir/debs" "$dir/rootfs"
-  (cd "$dir/debs" && apt-get -o APT::Sandbox::User=root download -qq "${python_packages[@]}")
-  local deb r=$dir/rootfs
-  for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$r"; done
-  rm -rf "$r"/usr/share/{doc,man,info,lintian} "$dir/debs"
-  ln -s python3.11 "$r/usr/bin/python3"
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-conflicts --no-compile \
-    --python-version 3.11 --platform manylinux2014_x86_64 --only-binary=:all: \
-    --target "$r/usr/lib/python3/dist-packages" -r "$repo/e2e/apps/python/requirements.txt"
+  (cd "$dir/debs" && apt-get -o APT::Sandbox::User=root download -qq "${pinned[@]}")
+  local deb
+  for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$dir/rootfs"; done
+  rm -rf "$dir"/rootfs/usr/share/{doc,man,info,lintian} "$dir/debs"
   echo "$stamp" >"$dir/stamp"
+}
+
+# app_deps NAME INPUT COMMAND...: an application's frameworks, installed once per INPUT by
+# COMMAND (run in $cache/app-NAME/tree) from their registry.
+app_deps() {
+  local name=$1 input=$2; shift 2
+  local dir=$cache/app-$name stamp
+  stamp=$(sha256sum <"$input" | cut -c1-16)
+  if [ -f "$dir/stamp" ] && [ "$(cat "$dir/stamp")" = "$stamp" ]; then return 0; fi
+  say "installing the $name app's frameworks"
+  rm -rf "$dir"
+  mkdir -p "$dir/tree"
+  (cd "$dir/tree" && "$@")
+  echo "$stamp" >"$dir/stamp"
+}
+
+app_runtimes() {
+  runtime_rootfs python "${python_packages[@]}"
+  # Into the interpreter's own dist-packages, so that a PYTHONPATH on the container (the
+  # agent's) does not hide them.
+  app_deps python "$repo/e2e/apps/python/requirements.txt" \
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-conflicts \
+    --no-compile --python-version 3.11 --platform manylinux2014_x86_64 --only-binary=:all: \
+    --target usr/lib/python3/dist-packages -r "$repo/e2e/apps/python/requirements.txt"
+  # The JVM alone: the AWT libraries the package also depends on are never loaded by a
+  # headless server, and the certificates are not needed for plain HTTP.
+  runtime_rootfs java openjdk-17-jre-headless zlib1g
+  runtime_rootfs nodejs nodejs libnode108 libbrotli1 libc-ares2 libicu72 libnghttp2-14 libssl3 \
+    libuv1 zlib1g node-acorn node-cjs-module-lexer node-undici
+  app_deps nodejs "$repo/e2e/apps/nodejs/package.json" \
+    sh -c "cp '$repo/e2e/apps/nodejs/package.json' . && npm install --omit=dev --no-audit --no-fund --loglevel=error >/dev/null"
 }
 
 # new_image NAME [base]: a fresh tag NAME (the reference kotel/NAME:TAG is added at the end) in the layout, with the base rootfs as its first layer.
@@ -145,11 +182,14 @@ stripped() {
 cmd_build() {
   command -v umoci >/dev/null || die "umoci is required (Debian: umoci)"
   base_rootfs
-  python_rootfs
+  app_runtimes
   local inputs=(
     "$target/kotel-operator" "$target/inference-app" "$cache/bin/otelcol-kotel" "$cache/bin/pause"
-    "$cache/base/stamp" "$cache/python/stamp" "${BASH_SOURCE[0]}"
-    "$repo/agents/build.sh" "$repo/agents/python/requirements.txt" "$repo/e2e/apps/python/main.py"
+    "$cache/base/stamp" "${BASH_SOURCE[0]}"
+    "$cache"/runtime-{python,java,nodejs}/stamp "$cache"/app-{python,nodejs}/stamp
+    "$repo/agents/build.sh" "$repo/agents/python/requirements.txt" "$repo/agents/java/version.txt"
+    "$repo/agents/nodejs/package.json" "$repo/agents/nodejs/autoinstrumentation.js"
+    "$repo/e2e/apps/python/main.py" "$repo/e2e/apps/java/App.java" "$repo/e2e/apps/nodejs/server.js"
   )
   local f
   for f in "${inputs[@]}"; do [ -e "$f" ] || die "$f is missing (cargo build -p kotel-operator -p inference-app; e2e/controlplane.sh build)"; done
@@ -188,14 +228,32 @@ cmd_build() {
   add_layer pause "pause=$cache/bin/pause"
   config pause --config.user 65535:65535 --config.entrypoint /pause
 
-  "$repo/agents/build.sh" python "$layout:python-agent"
+  local language
+  for language in python java nodejs; do
+    "$repo/agents/build.sh" "$language" "$layout:$language-agent"
+  done
 
   new_image python-app base
-  add_layer python-app "$cache/python/rootfs/." "app/main.py=$repo/e2e/apps/python/main.py"
+  add_layer python-app "$cache/runtime-python/rootfs/." "$cache/app-python/tree/." \
+    "app/main.py=$repo/e2e/apps/python/main.py"
   config python-app --config.user 65532:65532 --config.workingdir /app \
-    --config.exposedports 8000/tcp --config.entrypoint /usr/bin/python3 \
+    --config.exposedports 8000/tcp --config.entrypoint /usr/bin/python3.11 \
     --config.cmd -m --config.cmd uvicorn --config.cmd main:app --config.cmd --host \
     --config.cmd 0.0.0.0 --config.cmd --port --config.cmd 8000
+
+  javac -d "$files/java" --release 17 "$repo/e2e/apps/java/App.java"
+  new_image java-app base
+  add_layer java-app "$cache/runtime-java/rootfs/." "app=$files/java"
+  config java-app --config.user 65532:65532 --config.workingdir /app \
+    --config.exposedports 8000/tcp --config.entrypoint /usr/lib/jvm/java-17-openjdk-amd64/bin/java \
+    --config.cmd -cp --config.cmd /app --config.cmd App
+
+  mkdir -p "$files/node/app"
+  cp -a "$cache/app-nodejs/tree/." "$repo/e2e/apps/nodejs/server.js" "$files/node/app/"
+  new_image nodejs-app base
+  add_layer nodejs-app "$cache/runtime-nodejs/rootfs/." "app=$files/node/app"
+  config nodejs-app --config.user 65532:65532 --config.workingdir /app \
+    --config.exposedports 8000/tcp --config.entrypoint /usr/bin/node --config.cmd /app/server.js
 
   umoci gc --layout "$layout"
   # containerd names an imported image by this annotation (a bare OCI tag is not a reference).
@@ -216,7 +274,8 @@ EOF
 
 names() {
   printf 'kotel/%s\n' "operator:$tag" "inference-app:$tag" "otelcol-kotel:$tag" "pause:3.10" \
-    "python-agent:$tag" "python-app:$tag"
+    "python-agent:$tag" "java-agent:$tag" "nodejs-agent:$tag" \
+    "python-app:$tag" "java-app:$tag" "nodejs-app:$tag"
 }
 
 case "${1:-}" in

@@ -66,16 +66,28 @@ async fn received(client: &Client, ns: &str) -> anyhow::Result<Vec<debug_exporte
     Ok(all)
 }
 
-#[tokio::test]
-async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -> anyhow::Result<()>
+/// One language's story: the user's Deployment of `<language>-app`, then annotated
+/// `kotel.dev/inject-<language>` (with only `app` selected) in a restricted namespace; the
+/// agent's init container, mount and activation; server spans at the sink whose `http.route`
+/// satisfies `route` for a GET of `path`; a `traceparent` joining its trace; then `extra`
+/// (more checks in the same namespace); and the exact template back when the annotation goes.
+async fn story<F, Fut>(
+    language: &str,
+    path: &str,
+    route: fn(&str) -> bool,
+    extra: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let client = client().await?;
     install_crds(&client).await?;
     require_node(&client).await?;
-    let obs = TestNamespace::create(&client, "agent-sink", json!({})).await?;
+    let obs = TestNamespace::create(&client, &format!("sink-{language}"), json!({})).await?;
     let ns = TestNamespace::create_with(
         &client,
-        "agent-py",
+        &format!("agent-{language}"),
         json!({}),
         json!({"pod-security.kubernetes.io/enforce": "restricted"}),
     )
@@ -86,11 +98,12 @@ async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
     ns.apply(json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Instrumentation",
         "metadata": {"name": "otel"},
         "spec": {"exporter": {"endpoint": format!("http://sink-collector.{}.svc.cluster.local:4318", obs.name)},
-                 "python": {"image": image("python-agent")}}}))
+                 language: {"image": image(&format!("{language}-agent"))}}}))
         .await?;
 
     // The user's Deployment as they wrote it, then the same with the annotation.
-    let plain = app("shop", &image("python-app"), json!({}), json!([]));
+    let app_image = image(&format!("{language}-app"));
+    let plain = app("shop", &app_image, json!({}), json!([]));
     ns.apply(plain.clone()).await?;
     cluster::wait_rollout(&client, &ns.name, "shop").await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -99,25 +112,25 @@ async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
         &serde_json::to_value(deployments.get("shop").await?)?,
     );
     let annotations =
-        json!({"kotel.dev/inject-python": "true", "kotel.dev/container-names": "app"});
-    ns.apply(app("shop", &image("python-app"), annotations, json!([])))
+        json!({format!("kotel.dev/inject-{language}"): "true", "kotel.dev/container-names": "app"});
+    ns.apply(app("shop", &app_image, annotations, json!([])))
         .await?;
     wait_for("the agent in the pod template", T, || async {
-        let d = deployments.get("shop").await?;
-        Ok(template_hash(&d).is_some())
+        Ok(template_hash(&deployments.get("shop").await?).is_some())
     })
     .await?;
     cluster::wait_rollout(&client, &ns.name, "shop").await?;
 
     // The pod: the agent copied by a hardened init container that finished within its
     // resources, mounted and activated in `app` only.
+    let agent = format!("kotel-agent-{language}");
     let pod = the_pod(&client, &ns.name, "shop").await?;
     let spec = pod.spec.clone().unwrap();
     let init = spec
         .init_containers
         .iter()
         .flatten()
-        .find(|c| c.name == "kotel-agent-python")
+        .find(|c| c.name == agent)
         .context("the agent's init container")?;
     assert!(
         init.resources
@@ -129,7 +142,7 @@ async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
         .status
         .as_ref()
         .and_then(|s| s.init_container_statuses.as_ref())
-        .and_then(|s| s.iter().find(|c| c.name == "kotel-agent-python"))
+        .and_then(|s| s.iter().find(|c| c.name == agent))
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.clone())
         .context("the init container's end")?;
@@ -139,32 +152,34 @@ async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
     );
     let app_c = spec.containers.iter().find(|c| c.name == "app").unwrap();
     let side = spec.containers.iter().find(|c| c.name == "side").unwrap();
-    let env = app_c.env.clone().unwrap_or_default();
+    let mount = format!("/otel-auto-instrumentation-{language}");
+    let activation = app_c
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| ["PYTHONPATH", "JAVA_TOOL_OPTIONS", "NODE_OPTIONS"].contains(&e.name.as_str()))
+        .filter_map(|e| e.value.clone())
+        .collect::<Vec<_>>();
     assert!(
-        env_value(&env, "PYTHONPATH")
-            .is_some_and(|v| v.starts_with("/otel-auto-instrumentation-python/"))
+        activation.len() == 1 && activation[0].contains(&mount),
+        "{activation:?}"
     );
     assert!(
         app_c
             .volume_mounts
             .iter()
             .flatten()
-            .any(|m| m.name == "kotel-agent-python")
+            .any(|m| m.name == agent)
     );
     assert!(
-        side.env.is_none()
-            && !side
-                .volume_mounts
-                .iter()
-                .flatten()
-                .any(|m| m.name == "kotel-agent-python"),
+        side.env.is_none() && !side.volume_mounts.iter().flatten().any(|m| m.name == agent),
         "side is not selected: {side:?}"
     );
 
     // Requests produce server spans with the route, the service and the k8s attributes; one
     // with a traceparent joins that trace.
     let pod_name = pod.name_any();
-    cluster::proxy_get(&client, &ns.name, &pod_name, 8000, "/items/7?q=x").await?;
+    cluster::proxy_get(&client, &ns.name, &pod_name, 8000, path).await?;
     let traceparent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
     cluster::proxy_get_with(
         &client,
@@ -176,52 +191,33 @@ async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
     )
     .await?;
     let want_ns = ns.name.clone();
-    wait_for("server spans from the Python agent", T, || async {
-        let r = received(&client, &obs.name).await?;
-        let ours: Vec<_> = r
-            .iter()
-            .filter(|r| {
-                r.signal == Signal::Traces
-                    && r.attr("service.name") == Some("shop")
-                    && r.attr("k8s.deployment.name") == Some("shop")
-                    && r.attr("k8s.namespace.name") == Some(want_ns.as_str())
-                    && r.attr("k8s.pod.name") == Some(pod_name.as_str())
-            })
-            .flat_map(|r| &r.spans)
-            .filter(|s| s.kind == "Server")
-            .collect();
-        let routed = ours.iter().any(|s| {
-            s.attributes.get("http.route").map(String::as_str) == Some("/items/{item_id}")
-        });
-        let joined = ours.iter().any(|s| s.trace_id == TRACE_ID);
-        Ok(routed && joined)
-    })
+    wait_for(
+        &format!("server spans from the {language} agent"),
+        T,
+        || async {
+            let r = received(&client, &obs.name).await?;
+            let ours: Vec<_> = r
+                .iter()
+                .filter(|r| {
+                    r.signal == Signal::Traces
+                        && r.attr("service.name") == Some("shop")
+                        && r.attr("k8s.deployment.name") == Some("shop")
+                        && r.attr("k8s.namespace.name") == Some(want_ns.as_str())
+                        && r.attr("k8s.pod.name") == Some(pod_name.as_str())
+                })
+                .flat_map(|r| &r.spans)
+                .filter(|s| s.kind == "Server")
+                .collect();
+            let routed = ours
+                .iter()
+                .any(|s| s.attributes.get("http.route").is_some_and(|r| route(r)));
+            let joined = ours.iter().any(|s| s.trace_id == TRACE_ID);
+            Ok(routed && joined)
+        },
+    )
     .await?;
 
-    // A workload that sets PYTHONPATH itself keeps it, is told what to add, and keeps working.
-    let own = app(
-        "own",
-        &image("python-app"),
-        json!({"kotel.dev/inject-python": "true", "kotel.dev/container-names": "app"}),
-        json!([{"name": "PYTHONPATH", "value": "/app"}]),
-    );
-    ns.apply(own).await?;
-    wait_for("an AgentNotInjected Event naming PYTHONPATH", T, || async {
-        Ok(event_reasons(&client, &ns.name, "own")
-            .await?
-            .iter()
-            .any(|(r, n)| {
-                r == "AgentNotInjected"
-                    && n.contains("PYTHONPATH")
-                    && n.contains("/otel-auto-instrumentation-python")
-            }))
-    })
-    .await?;
-    let d = cluster::wait_rollout(&client, &ns.name, "own").await?;
-    assert_eq!(
-        env_value(&template_env(&d, "app"), "PYTHONPATH"),
-        Some("/app")
-    );
+    extra(client.clone(), ns.name.clone()).await?;
 
     // Removing the annotation rolls the pod back to the user's template, exactly.
     ns.apply(plain).await?;
@@ -243,4 +239,67 @@ async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
     ns.cleanup().await;
     obs.cleanup().await;
     Ok(())
+}
+
+#[tokio::test]
+async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -> anyhow::Result<()>
+{
+    story(
+        "python",
+        "/items/7?q=x",
+        |r| r == "/items/{item_id}",
+        |client, ns| async move {
+            // A workload that sets PYTHONPATH itself keeps it, is told what to add, and keeps
+            // working.
+            let own = app(
+                "own",
+                &image("python-app"),
+                json!({"kotel.dev/inject-python": "true", "kotel.dev/container-names": "app"}),
+                json!([{"name": "PYTHONPATH", "value": "/app"}]),
+            );
+            apply_json(&client, &ns, own, "kotel-e2e-user").await?;
+            wait_for("an AgentNotInjected Event naming PYTHONPATH", T, || async {
+                Ok(event_reasons(&client, &ns, "own")
+                    .await?
+                    .iter()
+                    .any(|(r, n)| {
+                        r == "AgentNotInjected"
+                            && n.contains("PYTHONPATH")
+                            && n.contains("/otel-auto-instrumentation-python")
+                    }))
+            })
+            .await?;
+            let d = cluster::wait_rollout(&client, &ns, "own").await?;
+            assert_eq!(
+                env_value(&template_env(&d, "app"), "PYTHONPATH"),
+                Some("/app")
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_java_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -> anyhow::Result<()> {
+    // The JDK's own server routes by context path.
+    story(
+        "java",
+        "/items/7",
+        |r| r.starts_with("/items"),
+        |_, _| async { Ok(()) },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_nodejs_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -> anyhow::Result<()>
+{
+    story(
+        "nodejs",
+        "/items/7",
+        |r| r == "/items/:itemId",
+        |_, _| async { Ok(()) },
+    )
+    .await
 }
