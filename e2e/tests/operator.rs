@@ -133,15 +133,58 @@ async fn crds_install_and_kubectl_shows_printer_columns() -> anyhow::Result<()> 
     let explain = kubectl(&["explain", "instrumentation.spec.exporter.endpoint"])?;
     assert!(explain.contains("The OTLP endpoint URL"), "{explain}");
 
-    // Schema validation: an out-of-range sampler argument and an unknown protocol are refused.
+    // Schema validation: an unknown protocol and a bad URL are refused.
     for bad in [
-        json!({"exporter": {"endpoint": "http://x:4318"}, "sampler": {"type": "traceidratio", "argument": 1.5}}),
         json!({"exporter": {"endpoint": "http://x:4318", "protocol": "thrift"}}),
         json!({"exporter": {"endpoint": "not a url"}}),
     ] {
         let err = ns.apply(instrumentation("bad", bad.clone())).await;
         assert!(err.is_err(), "the API server accepted {bad}");
     }
+    // The sampler ratio, a number or a string as upstream writes it, is range-checked by
+    // kotel (a structural schema cannot type it): Ready=False naming the field, and an Event.
+    ns.apply(instrumentation(
+        "upstream",
+        json!({"exporter": {"endpoint": "http://x:4318"}, "sampler": {"type": "parentbased_traceidratio", "argument": "0.25"}}),
+    ))
+    .await?;
+    ns.apply(instrumentation(
+        "ratio",
+        json!({"exporter": {"endpoint": "http://x:4318"}, "sampler": {"type": "traceidratio", "argument": "1.5"}}),
+    ))
+    .await?;
+    let api: Api<Instrumentation> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("Ready=False naming spec.sampler.argument", T, || async {
+        let s: Value = serde_json::to_value(
+            Api::<kube::core::DynamicObject>::namespaced_with(
+                client.clone(),
+                &ns.name,
+                &kube::api::ApiResource::erase::<Instrumentation>(&()),
+            )
+            .get("ratio")
+            .await?,
+        )?;
+        Ok(s["status"]["conditions"][0]["reason"] == "InvalidSpec"
+            && s["status"]["conditions"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("spec.sampler.argument 1.5")))
+    })
+    .await?;
+    wait_for("the upstream-style Instrumentation is Ready", T, || async {
+        Ok(api.get("upstream").await?.status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        }))
+    })
+    .await?;
+    assert!(
+        event_reasons(&client, &ns.name, "ratio")
+            .await?
+            .iter()
+            .any(|(r, n)| r == "InvalidSpec" && n.contains("between 0 and 1")),
+        "an InvalidSpec Event"
+    );
     op.stop()?;
     ns.cleanup().await;
     Ok(())

@@ -118,6 +118,8 @@ pub struct Context {
     pub stores: Stores,
     /// The last problem reported per workload, so a standing problem is reported once.
     reported: Mutex<HashMap<WorkloadKey, String>>,
+    /// Malformed Instrumentations already reported (namespace/name/generation/error).
+    invalid_reported: Mutex<std::collections::HashSet<String>>,
     /// The rollout state of each injected workload, for `kotel_rollouts` and status.
     rollouts: Mutex<HashMap<WorkloadKey, rollout::State>>,
     /// Consecutive failures per object and kind.
@@ -266,6 +268,7 @@ pub async fn run(
         metrics,
         stores: stores.clone(),
         reported: Mutex::default(),
+        invalid_reported: Mutex::default(),
         rollouts: Mutex::default(),
         backoff: Backoff::default(),
         status_trigger: status_tx,

@@ -212,10 +212,48 @@ pub struct Sampler {
     /// The sampler, by its OpenTelemetry name.
     #[serde(rename = "type")]
     pub type_: SamplerType,
-    /// The sampling ratio between 0 and 1, for `traceidratio` and `parentbased_traceidratio`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 1.0))]
+    /// The sampling ratio between 0 and 1, for `traceidratio` and `parentbased_traceidratio`: a number, or the same number as a string (`"0.25"`, as the OpenTelemetry Operator's Instrumentation writes it).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "ratio"
+    )]
+    #[schemars(schema_with = "ratio_schema")]
     pub argument: Option<f64>,
+}
+
+/// A number or a numeric string, within [0, 1].
+fn ratio<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString {
+        Number(f64),
+        String(String),
+    }
+    let bad = |v: &dyn std::fmt::Display| {
+        serde::de::Error::custom(format!(
+            "spec.sampler.argument {v} is not a number between 0 and 1: write it as 0.25 or \"0.25\""
+        ))
+    };
+    let n = match Option::<NumberOrString>::deserialize(d)? {
+        None => return Ok(None),
+        Some(NumberOrString::Number(n)) => n,
+        Some(NumberOrString::String(s)) => s.trim().parse().map_err(|_| bad(&format!("{s:?}")))?,
+    };
+    if (0.0..=1.0).contains(&n) {
+        Ok(Some(n))
+    } else {
+        Err(bad(&n))
+    }
+}
+
+fn ratio_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The sampling ratio between 0 and 1: a number, or the same number as a string.",
+        // Number-or-string cannot be typed in a structural schema, and CEL cannot see an
+        // untyped field: kotel checks the range itself and reports it in status.
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 /// Sampler names from the OpenTelemetry SDK environment specification.
@@ -351,6 +389,28 @@ mod tests {
         assert_eq!(s.type_.as_str(), "parentbased_traceidratio");
         assert!(s.type_.takes_ratio());
         assert!(spec.signals.traces && spec.signals.metrics && !spec.signals.logs);
+    }
+
+    #[test]
+    fn a_ratio_may_be_a_string_as_upstream_writes_it_and_stays_in_range() {
+        let arg = |v: serde_json::Value| {
+            serde_json::from_value::<Sampler>(
+                serde_json::json!({"type": "parentbased_traceidratio", "argument": v}),
+            )
+            .map(|s| s.argument)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(arg(serde_json::json!("0.25")), Ok(Some(0.25)));
+        assert_eq!(arg(serde_json::json!(0.25)), Ok(Some(0.25)));
+        assert_eq!(arg(serde_json::json!(1)), Ok(Some(1.0)));
+        let e = arg(serde_json::json!("1.5")).unwrap_err();
+        assert!(e.contains("spec.sampler.argument 1.5"), "{e}");
+        let e = arg(serde_json::json!("half")).unwrap_err();
+        assert!(
+            e.contains("\"half\"") && e.contains("between 0 and 1"),
+            "{e}"
+        );
+        assert!(arg(serde_json::json!(-0.1)).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn crds_carry_names_columns_and_validation() {
         "name: Workloads",
         "name: Mode",
         "subresources:\n      status: {}",
-        "maximum: 1.0",
+        "as the OpenTelemetry Operator''s Instrumentation writes it",
         "- http/protobuf\n",
         "- parentbased_traceidratio\n",
         "x-kubernetes-preserve-unknown-fields: true",

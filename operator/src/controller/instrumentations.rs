@@ -18,8 +18,9 @@ pub(super) async fn instrumentation_status(
     obj: &DeserializeGuard<Instrumentation>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let Ok(inst) = &obj.0 else {
-        return Ok(Action::await_change());
+    let inst = match &obj.0 {
+        Ok(inst) => inst,
+        Err(invalid) => return invalid_status(invalid, ctx).await,
     };
     ctx.stores.wait_until_ready().await;
     let ns = inst.namespace().unwrap_or_default();
@@ -71,6 +72,54 @@ pub(super) async fn instrumentation_status(
         "kind": "Instrumentation",
         "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads,
                    "byKind": by_kind, "rollouts": rollouts}
+    });
+    apply_status::<Instrumentation>(ctx, &ns, &name, &body).await?;
+    Ok(Action::await_change())
+}
+
+/// A spec kotel cannot read (one the schema cannot check, such as a sampler ratio out of
+/// range): `Ready=False` with the error, which names the field, and one Warning Event when it
+/// turns invalid. Workloads keep what was injected before.
+async fn invalid_status(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let meta = &invalid.metadata;
+    let (ns, name) = (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    let want = Want {
+        type_: "Ready",
+        ok: false,
+        reason: "InvalidSpec",
+        message: format!("{}; workloads keep what was injected before", invalid.error),
+    };
+    let condition = status::condition(&want, meta.generation, &[], now());
+    // The previous status cannot be read either; the condition itself says whether it changed.
+    let key = format!("{ns}/{name}/{:?}/{}", meta.generation, invalid.error);
+    if !ctx.invalid_reported.lock().expect("lock").insert(key) {
+        return Ok(Action::await_change());
+    }
+    ctx.publish(
+        ObjectReference {
+            api_version: Some("kotel.dev/v1alpha1".into()),
+            kind: Some("Instrumentation".into()),
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            ..Default::default()
+        },
+        EventType::Warning,
+        "InvalidSpec",
+        "Validate",
+        want.message.clone(),
+    )
+    .await;
+    let body = json!({
+        "apiVersion": "kotel.dev/v1alpha1",
+        "kind": "Instrumentation",
+        "status": {"observedGeneration": meta.generation, "conditions": [condition]}
     });
     apply_status::<Instrumentation>(ctx, &ns, &name, &body).await?;
     Ok(Action::await_change())

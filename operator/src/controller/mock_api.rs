@@ -59,6 +59,7 @@ fn context(objects: &[Value]) -> (Arc<Context>, ApiHandle) {
         metrics: Metrics::default(),
         stores,
         reported: Mutex::default(),
+        invalid_reported: Mutex::default(),
         rollouts: Mutex::default(),
         backoff: Backoff::default(),
         status_trigger: tx,
