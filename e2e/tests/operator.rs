@@ -191,6 +191,64 @@ async fn crds_install_and_kubectl_shows_printer_columns() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
+async fn an_upstream_instrumentation_applies_with_only_its_api_version_changed()
+-> anyhow::Result<()> {
+    let (client, ns) = setup("upstream", json!({})).await?;
+    let op = Operator::start().await?;
+    let file = repo_root().join("e2e/testdata/upstream-instrumentation.yaml");
+    kubectl(&["apply", "-n", &ns.name, "-f", file.to_str().unwrap()])?;
+    // The workload's annotation: upstream's `instrumentation.opentelemetry.io/` prefix
+    // replaced by `kotel.dev/`, nothing else.
+    ns.apply(deployment(
+        "shop",
+        json!({"kotel.dev/inject-python": "true"}),
+        json!([]),
+    ))
+    .await?;
+    let d = wait_deploy(&client, &ns.name, "shop", "the Python agent", |d| {
+        template_hash(d).is_some()
+    })
+    .await?;
+    let env = template_env(&d, "app");
+    assert_eq!(
+        env_value(&env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some("http://otel-collector:4318")
+    );
+    assert_eq!(env_value(&env, "OTEL_TRACES_SAMPLER_ARG"), Some("0.25"));
+    assert_eq!(
+        env_value(&env, "OTEL_METRICS_EXPORTER"),
+        Some("otlp_proto_http")
+    );
+    assert!(
+        env_value(&env, "PYTHONPATH")
+            .is_some_and(|v| v.contains("/otel-auto-instrumentation-python"))
+    );
+    let init = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        init.iter()
+            .map(|c| (c.name.as_str(), c.image.as_deref()))
+            .collect::<Vec<_>>(),
+        [(
+            "kotel-agent-python",
+            Some("registry.example.com/autoinstrumentation-python:0.64b0")
+        )]
+    );
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn annotate_injects_env_into_deployment_and_new_replicaset() -> anyhow::Result<()> {
     let (client, ns) = setup("inject", json!({})).await?;
     let op = Operator::start().await?;

@@ -115,7 +115,7 @@ pub struct Plan {
 pub enum PlanError {
     /// No endpoint and no sidecar to send to.
     #[error(
-        "Instrumentation {0} has no spec.exporter.endpoint and the workload has no kotel sidecar: set spec.exporter.endpoint or annotate kotel.dev/sidecar"
+        "Instrumentation {0} has no spec.exporter.endpoint (nor OTEL_EXPORTER_OTLP_ENDPOINT in its env) and the workload has no kotel sidecar: set spec.exporter.endpoint or annotate kotel.dev/sidecar"
     )]
     MissingEndpoint(String),
     /// The Python agent images carry only the http/protobuf exporter.
@@ -189,19 +189,30 @@ pub struct Destination {
     pub protocol: Protocol,
 }
 
-/// The destination: the sidecar on localhost when there is one, else `exporter.endpoint`.
+/// The destination: the sidecar on localhost when there is one, else `exporter.endpoint`, else
+/// an `OTEL_EXPORTER_OTLP_ENDPOINT` the Instrumentation's `env` (or the agent's) sets, as an
+/// Instrumentation written for the OpenTelemetry Operator does.
 pub fn destination(
     name: &str,
     spec: &InstrumentationSpec,
+    agent: Option<Language>,
     with_sidecar: bool,
 ) -> Result<Destination, PlanError> {
     let protocol = spec.exporter.protocol;
+    let from_env = |env: &[EnvVar]| {
+        env.iter()
+            .rev()
+            .find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+            .and_then(|e| e.value.clone())
+    };
     let endpoint = if with_sidecar {
         format!("http://localhost:{}", protocol.default_port())
     } else {
         spec.exporter
             .endpoint
             .clone()
+            .or_else(|| agent.and_then(|l| from_env(&spec.agent(l).env)))
+            .or_else(|| from_env(&spec.env))
             .filter(|e| !e.is_empty())
             .ok_or_else(|| PlanError::MissingEndpoint(name.to_string()))?
     };
@@ -364,7 +375,7 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
         .map(|(l, (_, spec))| (l, spec.agent(l)));
     let delivered = agent.as_ref().map(|(l, a)| agent::deliver(*l, a));
     if let Some((inst_name, spec)) = r.instrumentation {
-        let dest = destination(inst_name, spec, r.sidecar.is_some())?;
+        let dest = destination(inst_name, spec, r.agent, r.sidecar.is_some())?;
         if r.agent == Some(Language::Python) && dest.protocol != Protocol::HttpProtobuf {
             return Err(PlanError::AgentProtocol(inst_name.to_string()));
         }
@@ -722,7 +733,7 @@ mod tests {
             type_: SamplerType::AlwaysOff,
             argument: None,
         });
-        let d = destination("i", &spec, false).unwrap();
+        let d = destination("i", &spec, None, false).unwrap();
         let env = container_env(
             &spec,
             "n",
@@ -814,15 +825,15 @@ mod tests {
     fn sidecar_switches_endpoint_to_localhost() {
         let spec = inst(json!({"exporter": {"protocol": "grpc"}}));
         assert_eq!(
-            destination("i", &spec, true).unwrap().endpoint,
+            destination("i", &spec, None, true).unwrap().endpoint,
             "http://localhost:4317"
         );
         assert_eq!(
-            destination("i", &basic(), true).unwrap().endpoint,
+            destination("i", &basic(), None, true).unwrap().endpoint,
             "http://localhost:4318"
         );
         assert_eq!(
-            destination("i", &spec, false).unwrap_err(),
+            destination("i", &spec, None, false).unwrap_err(),
             PlanError::MissingEndpoint("i".into())
         );
     }
@@ -1014,6 +1025,31 @@ mod tests {
             "reported once, as AgentNotInjected"
         );
         assert!(value(&p.intent.containers[0].1, "OTEL_SERVICE_NAME").is_some());
+    }
+
+    #[test]
+    fn an_upstream_instrumentation_sets_its_endpoint_in_the_agents_env() {
+        // As written for the OpenTelemetry Operator: no exporter, the endpoint in python.env.
+        let spec = inst(json!({
+            "python": {"env": [
+                {"name": "OTEL_METRICS_EXPORTER", "value": "otlp_proto_http"},
+                {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector:4318"}]},
+            "sampler": {"type": "parentbased_traceidratio", "argument": "0.25"}
+        }));
+        let p = agent_plan(&[container("app", "shop:1", &[])], &spec, None).unwrap();
+        let env = &p.intent.containers[0].1;
+        assert_eq!(
+            value(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("http://otel-collector:4318")
+        );
+        assert_eq!(value(env, "OTEL_METRICS_EXPORTER"), Some("otlp_proto_http"));
+        assert_eq!(value(env, "OTEL_TRACES_SAMPLER_ARG"), Some("0.25"));
+        assert!(value(env, "PYTHONPATH").is_some());
+        assert_eq!(
+            destination("i", &spec, None, false).unwrap_err(),
+            PlanError::MissingEndpoint("i".into()),
+            "without the agent, python.env does not apply"
+        );
     }
 
     #[test]
