@@ -244,3 +244,104 @@ async fn the_inference_app_with_kotels_env_reaches_a_real_collector() -> anyhow:
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
+
+/// A Collector moved from the OpenTelemetry Operator with the `logging` exporter passes kotel's
+/// structural check, but its image's own `validate` (run by kotel in a Job on the node) refuses
+/// it: `ConfigValid=False` names the component and its replacement, and no workload gets it.
+/// Replaced by `debug`, it is accepted and reaches the workload.
+#[tokio::test]
+async fn a_removed_component_is_refused_by_the_images_own_validate_before_any_pod_gets_it()
+-> anyhow::Result<()> {
+    use kotel_e2e::cluster::{image, pause_image, require_node};
+    let client = client().await?;
+    install_crds(&client).await?;
+    require_node(&client).await?;
+    let ns = TestNamespace::create(&client, "validate", json!({})).await?;
+    let op = Operator::start().await?;
+    let text = std::fs::read_to_string(repo_root().join("e2e/testdata/upstream-collector.yaml"))?;
+    let mut upstream = Value::deserialize(serde_norway::Deserializer::from_str(&text))?;
+    upstream["spec"]["image"] = json!(image("otelcol-kotel"));
+    ns.apply(upstream.clone()).await?;
+    let mut web = deployment("web", json!({"kotel.dev/sidecar": "otel"}), json!([]));
+    web["spec"]["template"]["spec"]["containers"][0]["image"] = json!(pause_image());
+    ns.apply(web).await?;
+
+    let cols: kube::Api<Collector> = kube::Api::namespaced(client.clone(), &ns.name);
+    let config_valid = |c: &Collector| {
+        c.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "ConfigValid")
+                .cloned()
+        })
+    };
+    wait_for(
+        "ConfigValid=False from the image's validate",
+        Duration::from_secs(90),
+        || async {
+            Ok(config_valid(&cols.get("otel").await?).is_some_and(|c| {
+                c.status == "False"
+                    && c.message.contains("\"logging\"")
+                    && c.message.contains("use debug")
+            }))
+        },
+    )
+    .await?;
+    wait_for(
+        "the workload's InvalidCollectorConfig Event",
+        Duration::from_secs(30),
+        || async {
+            Ok(event_reasons(&client, &ns.name, "web")
+                .await?
+                .iter()
+                .any(|(r, n)| r == "InvalidCollectorConfig" && n.contains("logging")))
+        },
+    )
+    .await?;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let d = deployments.get("web").await?;
+    assert!(
+        template_hash(&d).is_none(),
+        "the refused configuration reached no pod template"
+    );
+
+    // Fixed as the message says: accepted by the image, and the workload gets its sidecar.
+    let fixed = text.replace("logging", "debug");
+    let mut fixed = Value::deserialize(serde_norway::Deserializer::from_str(&fixed))?;
+    fixed["spec"]["image"] = json!(image("otelcol-kotel"));
+    ns.apply(fixed).await?;
+    wait_for(
+        "ConfigValid=True from the image's validate",
+        Duration::from_secs(90),
+        || async {
+            Ok(config_valid(&cols.get("otel").await?)
+                .is_some_and(|c| c.status == "True" && c.message.contains("validate accepts")))
+        },
+    )
+    .await?;
+    wait_for(
+        "the sidecar in the pod template",
+        Duration::from_secs(30),
+        || async {
+            let d = deployments.get("web").await?;
+            let inits = d
+                .spec
+                .and_then(|s| s.template.spec)
+                .and_then(|s| s.init_containers);
+            Ok(inits.is_some_and(|i| i.iter().any(|c| c.name == sidecar::CONTAINER_NAME)))
+        },
+    )
+    .await?;
+    // One Job per configuration, each deleted once read: four writes.
+    assert_eq!(
+        series_value(
+            &http_get(&format!("http://{}/metrics", op.addr)).await?.1,
+            "kotel_writes_total{kind=\"validation\"}"
+        ),
+        Some(4.0)
+    );
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}

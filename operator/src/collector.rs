@@ -133,6 +133,9 @@ pub struct CollectorStatus {
     /// The same count by kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by_kind: Option<crate::status::ByKind>,
+    /// What the collector image's own `validate` said of the current configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<crate::validation::Validation>,
 }
 
 fn any_config_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

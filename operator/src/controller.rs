@@ -5,15 +5,16 @@
 //! - `dereference`: a workload's annotations resolved into the objects they name, from the stores;
 //! - `decide`: the plan, pure, over the other modules' pure functions;
 //! - `apply`: server-side apply (field manager `kotel`) only where kotel's owned shape or
-//!   hash differs (`apply_gateway` for a gateway Collector's objects);
+//!   hash differs (`apply_gateway` for a gateway Collector's objects, `image_check` for the
+//!   Collector image's own `validate` of a configuration, run as a Job);
 //! - `report`: Events and status.
 //!
 //! `workloads` is the thin reconcile shell that runs those stages, once per kind (Deployment,
 //! StatefulSet, DaemonSet, CronJob: what differs between them is in `crate::workload`);
 //! `collectors` and `instrumentations` are the status reconcilers; `triggers` says which change
 //! wakes which reconcile; `unpatchable` tells an annotated bare Pod or Job why nothing happens.
-//! Only `apply`, `apply_gateway` and `report` (and the readiness wait for the CRDs here) send
-//! requests to the API server.
+//! Only `apply`, `apply_gateway`, `image_check` and `report` (and the readiness wait for the
+//! CRDs here) send requests to the API server.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use futures::{FutureExt, StreamExt};
 #[cfg(test)]
 use k8s_openapi::api::apps::v1::DeploymentStatus;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, Namespace, PodSpec, Service, ServiceAccount,
@@ -53,6 +54,7 @@ use crate::metrics::Metrics;
 use crate::ownership::{self, FIELD_MANAGER};
 use crate::rollout;
 use crate::status::{self, Want};
+use crate::validation;
 use crate::workload::{Kind, Object, Templated};
 
 mod apply;
@@ -60,6 +62,7 @@ mod apply_gateway;
 mod collectors;
 mod decide;
 mod dereference;
+mod image_check;
 mod instrumentations;
 mod report;
 mod stores;
@@ -72,6 +75,7 @@ use apply_gateway::*;
 use collectors::*;
 use decide::*;
 use dereference::*;
+use image_check::*;
 use instrumentations::*;
 use triggers::*;
 use workloads::*;
@@ -207,7 +211,9 @@ pub async fn run(
     .default_backoff()
     .reflect(inst_writer)
     .inspect(mark_ready(ready_tx.clone(), 2))
-    .filter(spec_changes())
+    .filter(changes(|i: &DeserializeGuard<Instrumentation>| {
+        format!("{:?}", i.meta().generation)
+    }))
     .touched_objects();
     let (col_store, col_writer) = reflector::store::<DeserializeGuard<Collector>>();
     let col_stream = watcher(
@@ -217,7 +223,13 @@ pub async fn run(
     .default_backoff()
     .reflect(col_writer)
     .inspect(mark_ready(ready_tx.clone(), 3))
-    .filter(spec_changes())
+    .filter(changes(|c: &DeserializeGuard<Collector>| {
+        let validation =
+            c.0.as_ref()
+                .ok()
+                .and_then(|c| c.status.as_ref()?.validation.clone());
+        format!("{:?} {:?}", c.meta().generation, validation)
+    }))
     .touched_objects();
 
     // The gateway objects, by kotel's label; managedFields are dropped from the caches.
@@ -242,6 +254,16 @@ pub async fn run(
     let (svc_store, svc_stream) = gateway_stream!(Service, 6);
     let (gw_dep_store, gw_dep_stream) = gateway_stream!(Deployment, 7);
     let (gw_ds_store, gw_ds_stream) = gateway_stream!(DaemonSet, 8);
+    let (job_store, job_writer) = reflector::store::<Job>();
+    let job_stream = watcher(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(crate::validation::LABEL),
+    )
+    .default_backoff()
+    .modify(|o| o.metadata.managed_fields = None)
+    .reflect(job_writer)
+    .inspect(mark_ready(ready_tx.clone(), 12))
+    .touched_objects();
 
     let stores = Stores {
         workloads: WorkloadStores {
@@ -260,6 +282,7 @@ pub async fn run(
             deployments: gw_dep_store,
             daemon_sets: gw_ds_store,
         },
+        validation_jobs: job_store,
         ready: ready_rx,
     };
     let ctx = Arc::new(Context {
@@ -360,6 +383,7 @@ pub async fn run(
     .owns_stream(svc_stream)
     .owns_stream(gw_dep_stream)
     .owns_stream(gw_ds_stream)
+    .owns_stream(job_stream)
     .with_config(status_config)
     .reconcile_all_on(col_rx)
     .graceful_shutdown_on(shutdown.clone())

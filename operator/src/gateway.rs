@@ -105,19 +105,24 @@ fn labels(owner: &Owner<'_>, mode: Mode) -> BTreeMap<String, String> {
     ])
 }
 
+/// The reference that makes an object the Collector's (garbage-collected with it).
+pub fn owner_reference(owner: &Owner<'_>) -> OwnerReference {
+    OwnerReference {
+        api_version: "kotel.dev/v1alpha1".to_string(),
+        kind: "Collector".to_string(),
+        name: owner.name.to_string(),
+        uid: owner.uid.to_string(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 fn metadata(owner: &Owner<'_>, mode: Mode) -> ObjectMeta {
     ObjectMeta {
         name: Some(object_name(owner.name)),
         namespace: Some(owner.namespace.to_string()),
         labels: Some(labels(owner, mode)),
-        owner_references: Some(vec![OwnerReference {
-            api_version: "kotel.dev/v1alpha1".to_string(),
-            kind: "Collector".to_string(),
-            name: owner.name.to_string(),
-            uid: owner.uid.to_string(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }]),
+        owner_references: Some(vec![owner_reference(owner)]),
         ..Default::default()
     }
 }

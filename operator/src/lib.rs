@@ -22,6 +22,7 @@ pub mod rollout;
 pub mod sidecar;
 pub mod status;
 pub mod telemetry;
+pub mod validation;
 pub mod workload;
 
 use kube::CustomResourceExt;

@@ -26,30 +26,59 @@ pub(super) async fn collector_status(
     let name = col.name_any();
     let previous = col.status.clone().unwrap_or_default();
     let generation = col.metadata.generation;
-    let validity = validate_config(&col.spec.config);
-    let config_want = match &validity {
-        Ok(_) => Want {
+    let uid = col.metadata.uid.clone().unwrap_or_default();
+    let owner = gateway::Owner {
+        name: &name,
+        namespace: &ns,
+        uid: &uid,
+    };
+    let image = col.spec.image().to_string();
+    // kotel's structural check, then the image's own `validate` (once per configuration and
+    // image; nothing changes until it has answered, and the Job's watch wakes this reconcile).
+    let structural = validate_config(&col.spec.config);
+    let verdict = match &structural {
+        Ok(cfg) => {
+            match image_verdict(ctx, &owner, &image, cfg, previous.validation.as_ref()).await? {
+                Some(v) => Some(v),
+                None => return Ok(Action::requeue(Duration::from_secs(3))),
+            }
+        }
+        Err(_) => None,
+    };
+    let validity: Result<&crate::collector::ValidConfig, String> = match (&structural, &verdict) {
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(_), Some(v)) if v.result == "Invalid" => Err(v
+            .message
+            .clone()
+            .unwrap_or_else(|| "refused by the collector image".into())),
+        (Ok(cfg), _) => Ok(cfg),
+    };
+    let config_want = match (&validity, &verdict) {
+        (Ok(_), Some(v)) if v.result == "Unavailable" => Want {
             type_: "ConfigValid",
             ok: true,
             reason: "Valid",
-            message: "the configuration parses and every pipeline names defined components".into(),
+            message: format!(
+                "the configuration parses and every pipeline names defined components; the image's own validate could not run ({}), so only that check applies",
+                v.message.as_deref().unwrap_or_default()
+            ),
         },
-        Err(e) => Want {
+        (Ok(_), _) => Want {
+            type_: "ConfigValid",
+            ok: true,
+            reason: "Valid",
+            message: "the configuration parses, every pipeline names defined components, and the collector image's own validate accepts it".into(),
+        },
+        (Err(e), _) => Want {
             type_: "ConfigValid",
             ok: false,
             reason: "InvalidConfig",
-            message: e.to_string(),
+            message: e.clone(),
         },
     };
     // Gateway modes: apply the objects when they differ, then read the pods' progress.
     let pods = match &validity {
         Ok(cfg) if col.spec.mode != Mode::Sidecar => {
-            let uid = col.metadata.uid.clone().unwrap_or_default();
-            let owner = gateway::Owner {
-                name: &name,
-                namespace: &ns,
-                uid: &uid,
-            };
             let objects = gateway::desired(&owner, &col.spec, cfg, &ports_for(&col.spec, cfg))
                 .expect("gateway modes have objects");
             Some(apply_gateway(ctx, &ns, &gateway::object_name(&name), objects).await?)
@@ -107,7 +136,7 @@ pub(super) async fn collector_status(
         status::condition(&config_want, generation, &previous.conditions, now()),
         status::condition(&ready_want, generation, &previous.conditions, now()),
     ];
-    let image = col.spec.image().to_string();
+    let validation = verdict.or(previous.validation.clone());
     let (replicas, ready_replicas) = match pods {
         Some((w, r)) => (Some(w), Some(r)),
         // Invalid config in a gateway mode: the last good pods keep running and keep counting.
@@ -120,6 +149,7 @@ pub(super) async fn collector_status(
         && previous.workloads == workloads
         && previous.by_kind == Some(by_kind)
         && previous.image.as_deref() == Some(image.as_str())
+        && previous.validation == validation
         && status::same_conditions(&previous.conditions, &conditions)
     {
         return Ok(Action::await_change());
@@ -135,14 +165,14 @@ pub(super) async fn collector_status(
             EventType::Warning,
             "InvalidConfig",
             "Validate",
-            e.to_string(),
+            e.clone(),
         )
         .await;
     }
     let body = json!({
         "apiVersion": "kotel.dev/v1alpha1",
         "kind": "Collector",
-        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "byKind": by_kind, "image": image,
+        "status": {"observedGeneration": generation, "conditions": conditions, "workloads": workloads, "byKind": by_kind, "image": image, "validation": validation,
                    "replicas": replicas, "readyReplicas": ready_replicas}
     });
     apply_status::<Collector>(ctx, &ns, &name, &body).await?;

@@ -3,12 +3,14 @@
 
 use super::*;
 
-/// Decides the plan for a workload from its resolved inputs (pure).
+/// Decides the plan for a workload from its resolved inputs (pure); `None` while the sidecar
+/// Collector's configuration awaits its image's verdict (the Collector's status change wakes
+/// the workload again).
 pub(super) fn decide(
     w: &dyn Templated,
     inputs: &Inputs,
     owned: &ownership::Shape,
-) -> Result<Plan, Problem> {
+) -> Result<Option<Plan>, Problem> {
     let inst = match &inputs.instrumentation {
         Some((name, guard)) => match &guard.0 {
             Ok(i) => Some((name.as_str(), &i.spec)),
@@ -31,6 +33,23 @@ pub(super) fn decide(
                     reason: "InvalidCollectorConfig",
                     message: format!("Collector {name}: {e}; the running sidecar keeps its last good configuration"),
                 })?;
+                let key = validation::key(&config.to_yaml(), c.spec.image());
+                let verdict = c.status.as_ref().and_then(|s| s.validation.as_ref());
+                match validation::cached(verdict, &key) {
+                    None => return Ok(None),
+                    Some(v) if v.result == "Invalid" => {
+                        return Err(Problem {
+                            reason: "InvalidCollectorConfig",
+                            message: format!(
+                                "Collector {name}: {}; the running sidecar keeps its last good configuration",
+                                v.message
+                                    .as_deref()
+                                    .unwrap_or("refused by the collector image")
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
                 Some((c, config))
             }
             Err(e) => {
@@ -69,13 +88,15 @@ pub(super) fn decide(
         service_name: inputs.resolved.service_name.as_deref(),
         agent: inputs.resolved.agent,
     };
-    inject::plan(&workload, &req).map_err(|e| Problem {
-        reason: match e {
-            inject::PlanError::MissingEndpoint(_) => "MissingEndpoint",
-            inject::PlanError::AgentProtocol(_) => "AgentProtocol",
-        },
-        message: e.to_string(),
-    })
+    inject::plan(&workload, &req)
+        .map(Some)
+        .map_err(|e| Problem {
+            reason: match e {
+                inject::PlanError::MissingEndpoint(_) => "MissingEndpoint",
+                inject::PlanError::AgentProtocol(_) => "AgentProtocol",
+            },
+            message: e.to_string(),
+        })
 }
 
 /// The rollout state of a workload kotel injected (not a gateway's), if its kind has rollouts.

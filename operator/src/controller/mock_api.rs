@@ -50,6 +50,7 @@ fn context(objects: &[Value]) -> (Arc<Context>, ApiHandle) {
             deployments: fill(&[], ""),
             daemon_sets: fill(&[], ""),
         },
+        validation_jobs: fill(objects, "Job"),
         ready,
     };
     let (tx, _rx) = mpsc::unbounded();
@@ -258,7 +259,9 @@ async fn an_injected_deployment_costs_no_request() {
     let (ctx, _) = context(&[instrumentation(), web(json!({}))]);
     let d = deployment(&web(json!({})));
     let inputs = dereference(d.as_ref(), &ctx.stores).expect("inputs");
-    let plan = decide(d.as_ref(), &inputs, &ownership::Shape::default()).expect("a plan");
+    let plan = decide(d.as_ref(), &inputs, &ownership::Shape::default())
+        .expect("a plan")
+        .expect("nothing to wait for");
     let injected = web(json!({
         "annotations": {"kotel.dev/config-hash": plan.intent.hash},
         "metadata_annotations": {
@@ -306,10 +309,40 @@ async fn a_collector_gets_its_status_by_one_apply_and_an_invalid_one_an_event() 
     let guard = |v: &Value| -> Arc<DeserializeGuard<Collector>> {
         Arc::new(serde_json::from_value(v.clone()).unwrap())
     };
+    // A configuration the image has not judged: one Job that runs its `validate`, and nothing
+    // else until it has answered.
+    let c: Collector = serde_json::from_value(col.clone()).unwrap();
+    let key = validation::key(
+        &validate_config(&c.spec.config).unwrap().to_yaml(),
+        c.spec.image(),
+    );
     let (ctx, mut api) = context(std::slice::from_ref(&col));
-    let (res, body) = tokio::join!(
+    let job_path = format!(
+        "/apis/batch/v1/namespaces/shop/jobs/side-validate-{key}?&force=true&fieldManager=kotel"
+    );
+    let (res, job) = tokio::join!(
         reconcile_collector(guard(&col), ctx),
-        expect(&mut api, Method::PATCH, COLLECTOR_STATUS, col.clone())
+        expect(&mut api, Method::PATCH, &job_path, json!({}))
+    );
+    assert!(
+        res.unwrap() != Action::await_change(),
+        "requeued until the verdict"
+    );
+    expect_none(&mut api).await;
+    assert_eq!(job["kind"], "Job");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["uid"], "c1");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"][0],
+        "validate"
+    );
+
+    // With the image's verdict in status, the status is applied and no Job runs again.
+    let mut judged = col.clone();
+    judged["status"] = json!({"validation": {"key": key, "result": "Valid"}});
+    let (ctx, mut api) = context(std::slice::from_ref(&judged));
+    let (res, body) = tokio::join!(
+        reconcile_collector(guard(&judged), ctx),
+        expect(&mut api, Method::PATCH, COLLECTOR_STATUS, judged.clone())
     );
     res.unwrap();
     expect_none(&mut api).await;

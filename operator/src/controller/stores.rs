@@ -16,14 +16,16 @@ pub struct Stores {
     pub collectors: Store<DeserializeGuard<Collector>>,
     /// The objects of the gateway Collectors kotel runs.
     pub gateway: GatewayStores,
+    /// The Jobs that run a Collector image's `validate` (by the label `kotel.dev/validates`).
+    pub validation_jobs: Store<Job>,
     /// Which of the streams listed: deployments, namespaces, instrumentations, collectors,
     /// the gateway's service accounts, config maps, services, deployments, daemon sets, then
-    /// stateful sets, daemon sets and cron jobs.
+    /// stateful sets, daemon sets, cron jobs and validation jobs.
     pub ready: watch::Receiver<[bool; STREAMS]>,
 }
 
 /// How many watch streams feed the stores.
-pub(super) const STREAMS: usize = 12;
+pub(super) const STREAMS: usize = 13;
 
 /// The workloads kotel patches, by kind.
 #[derive(Clone)]

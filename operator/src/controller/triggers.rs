@@ -101,17 +101,20 @@ pub(super) fn wake_status_on_delete<W: Object>(
     }
 }
 
-/// Passes the events that can change what workloads get: a new spec (generation) or a
-/// deletion. kotel's own status writes would otherwise re-trigger every workload that uses
+/// Passes the events that can change what workloads get: a change of `what` (an object's
+/// generation, and for a Collector the image's verdict on its configuration too) or a
+/// deletion. kotel's other status writes would otherwise re-trigger every workload that uses
 /// the object.
-pub(super) fn spec_changes<K: Resource>()
--> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<bool> {
-    let mut seen: HashMap<String, Option<i64>> = HashMap::new();
+pub(super) fn changes<K: Resource>(
+    what: impl Fn(&K) -> String,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) -> futures::future::Ready<bool> {
+    let mut seen: HashMap<String, String> = HashMap::new();
     move |ev| {
         let pass = match ev {
             Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => {
                 let uid = o.meta().uid.clone().unwrap_or_default();
-                seen.insert(uid, o.meta().generation) != Some(o.meta().generation)
+                let now = what(o);
+                seen.insert(uid, now.clone()) != Some(now)
             }
             Ok(watcher::Event::Delete(o)) => {
                 seen.remove(&o.meta().uid.clone().unwrap_or_default());

@@ -66,7 +66,9 @@ pub(super) async fn reconcile_inner<W: Object>(w: &W, ctx: &Context) -> Result<A
         return Ok(Action::await_change());
     }
     let plan = match decide(w, &inputs, &owned) {
-        Ok(p) => p,
+        Ok(Some(p)) => p,
+        // The Collector's image has not judged its configuration yet.
+        Ok(None) => return Ok(Action::await_change()),
         Err(p) => {
             ctx.report(w, std::slice::from_ref(&p)).await;
             return Ok(Action::await_change());
