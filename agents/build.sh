@@ -11,8 +11,9 @@
 # `ctr images import` / `kind load image-archive` after `tar -C LAYOUT -cf image.tar .`, and
 # name it in the Instrumentation's spec.<language>.image.
 #
-#   python   pip installs agents/python/requirements.txt from PyPI (for the python3 on PATH:
-#            its minor version must match the applications' interpreter)
+#   python   pip installs agents/python/requirements.txt from PyPI, for the applications'
+#            interpreter: PYTHON_VERSION (e.g. 3.11; binary wheels for manylinux2014 x86_64),
+#            else the python3 on PATH
 #   java     opentelemetry-javaagent (agents/java/version.txt) from Maven Central, checked
 #            against its published SHA-1, as /autoinstrumentation/javaagent.jar
 #   nodejs   npm installs agents/nodejs/package.json from the npm registry, with
@@ -38,13 +39,16 @@ agent_tree() {
   local key dir
   case $language in
     python)
-      key=$( (cat "$here/python/requirements.txt"; python3 -c 'import sys; print(sys.version_info[:2])') | sha256sum | cut -c1-16)
+      local version=${PYTHON_VERSION:-$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')}
+      local target=()
+      [ -n "${PYTHON_VERSION:-}" ] && target=(--python-version "$PYTHON_VERSION" --platform manylinux2014_x86_64 --only-binary=:all:)
+      key=$( (cat "$here/python/requirements.txt"; echo "$version ${target[*]}") | sha256sum | cut -c1-16)
       dir=$cache/python-$key
       if [ ! -f "$dir/done" ]; then
-        say "pip installing the Python agent ($(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'))"
+        say "pip installing the Python agent for Python $version"
         rm -rf "$dir"
         python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-warn-conflicts --no-compile \
-          --target "$dir/autoinstrumentation" -r "$here/python/requirements.txt"
+          "${target[@]}" --target "$dir/autoinstrumentation" -r "$here/python/requirements.txt"
         touch "$dir/done"
       fi
       ;;

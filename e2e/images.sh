@@ -230,7 +230,8 @@ cmd_build() {
 
   local language
   for language in python java nodejs; do
-    "$repo/agents/build.sh" "$language" "$layout:$language-agent"
+    # The Python agent for the python-app image's interpreter (Debian's 3.11).
+    PYTHON_VERSION=3.11 "$repo/agents/build.sh" "$language" "$layout:$language-agent"
   done
 
   new_image python-app base
