@@ -221,6 +221,25 @@ pub async fn proxy_get_with(
     Ok(client.request_text(req.body(Vec::new())?).await?)
 }
 
+/// POST a JSON `body` to `path` on a pod's port through the API server's proxy.
+pub async fn proxy_post(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<String> {
+    let uri = format!(
+        "/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/{}",
+        path.trim_start_matches('/')
+    );
+    let req = http::Request::post(uri)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body)?)?;
+    Ok(client.request_text(req).await?)
+}
+
 /// Runs a pod to completion (it must end by itself) and returns its logs; the pod is deleted
 /// afterwards.
 pub async fn run_to_completion(client: &Client, ns: &str, pod: Value) -> anyhow::Result<String> {

@@ -70,7 +70,8 @@ async fn received(client: &Client, ns: &str) -> anyhow::Result<Vec<debug_exporte
 /// `kotel.dev/inject-<language>` (with only `app` selected) in a restricted namespace; the
 /// agent's init container, mount and activation; server spans at the sink whose `http.route`
 /// satisfies `route` for a GET of `path`; a `traceparent` joining its trace; then `extra`
-/// (more checks in the same namespace); and the exact template back when the annotation goes.
+/// (more checks, given the namespace, the sink's namespace and the pod); and the exact
+/// template back when the annotation goes.
 async fn story<F, Fut>(
     language: &str,
     path: &str,
@@ -78,7 +79,7 @@ async fn story<F, Fut>(
     extra: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(Client, String) -> Fut,
+    F: FnOnce(Client, String, String, String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let client = client().await?;
@@ -217,7 +218,13 @@ where
     )
     .await?;
 
-    extra(client.clone(), ns.name.clone()).await?;
+    extra(
+        client.clone(),
+        ns.name.clone(),
+        obs.name.clone(),
+        pod_name.clone(),
+    )
+    .await?;
 
     // Removing the annotation rolls the pod back to the user's template, exactly.
     ns.apply(plain).await?;
@@ -248,7 +255,24 @@ async fn a_python_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
         "python",
         "/items/7?q=x",
         |r| r == "/items/{item_id}",
-        |client, ns| async move {
+        |client, ns, obs, pod| async move {
+            // The house-price prediction, as the inference app serves it: a POST, traced too.
+            let features = json!({"features": [1500.0]});
+            let reply =
+                cluster::proxy_post(&client, &ns, &pod, 8000, "/predict", &features).await?;
+            assert!(reply.contains("price"), "{reply}");
+            wait_for("a server span of POST /predict", T, || async {
+                Ok(received(&client, &obs)
+                    .await?
+                    .iter()
+                    .flat_map(|r| &r.spans)
+                    .any(|s| {
+                        s.kind == "Server"
+                            && s.attributes.get("http.route").map(String::as_str)
+                                == Some("/predict")
+                    }))
+            })
+            .await?;
             // A workload that sets PYTHONPATH itself keeps it, is told what to add, and keeps
             // working.
             let own = app(
@@ -287,7 +311,7 @@ async fn a_java_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -> 
         "java",
         "/items/7",
         |r| r.starts_with("/items"),
-        |_, _| async { Ok(()) },
+        |_, _, _, _| async { Ok(()) },
     )
     .await
 }
@@ -299,7 +323,7 @@ async fn a_nodejs_app_with_no_opentelemetry_code_is_traced_by_one_annotation() -
         "nodejs",
         "/items/7",
         |r| r == "/items/:itemId",
-        |_, _| async { Ok(()) },
+        |_, _, _, _| async { Ok(()) },
     )
     .await
 }
