@@ -9,7 +9,7 @@
 #                                       # `bash e2e/controlplane.sh build`
 #
 # Needs: wrk (Debian), Python 3 with the peer's packages (installed into
-# ~/.cache/kotel-bench/venv on first use), a release build of inference-app.
+# ~/.cache/kotel-bench/venv on first use), a build of inference-app with the `benchmark` profile (fat LTO).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -30,8 +30,8 @@ if [ ! -x "$venv/bin/uvicorn" ]; then
     opentelemetry-exporter-otlp-proto-grpc opentelemetry-instrumentation-fastapi \
     opentelemetry-instrumentation-logging grpcio
 fi
-cargo build -q --release -p inference-app
-app=${CARGO_TARGET_DIR:-target}/release/inference-app
+cargo build -q --profile benchmark -p inference-app
+app=${CARGO_TARGET_DIR:-target}/benchmark/inference-app
 "$app" train --out "$work/model" >/dev/null
 cp "$peer/app.py" "$peer/house_price_model.pkl" "$work/"
 

@@ -254,7 +254,7 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
     });
     let active = state.metrics.started(method, route);
     let (mut resp, inference) = recorder::scoped(next.run(req)).await;
-    active.dec();
+    drop(active);
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
         // axum's 405 has an empty body; say what to do, and keep its Allow header.
         let allow = resp.headers_mut().remove(header::ALLOW);

@@ -249,6 +249,16 @@ struct Otel {
 /// The metrics of the service, recorded inline for every request (no request is ever missing
 /// from them) into atomics registered with a prometheus-client registry (`/metrics`) and read
 /// for OTLP by [`AppMetrics::otlp`]; and, when the SDK exports metrics, into OpenTelemetry
+/// One active request in `http.server.active_requests`, until dropped.
+#[must_use = "the request counts as active until this is dropped"]
+pub struct Active(PGauge);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// instruments bound to their attribute sets.
 pub struct AppMetrics {
     registry: Registry,
@@ -369,15 +379,16 @@ impl AppMetrics {
         }
     }
 
-    /// A request started; returns the gauge to decrement when it finishes.
-    pub fn started(&self, method: &'static str, route: &'static str) -> PGauge {
+    /// A request started; the guard counts it active until it is dropped, also when the
+    /// client goes away mid-request and the server drops the request's future.
+    pub fn started(&self, method: &'static str, route: &'static str) -> Active {
         let g = self.active.get((Static(method), Static(route)), || {
             self.active_family
                 .get_or_create(&RouteLabels { method, route })
                 .clone()
         });
         g.inc();
-        g
+        Active(g)
     }
 
     /// One finished request.

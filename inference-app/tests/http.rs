@@ -519,3 +519,33 @@ async fn log_level_can_turn_the_access_line_off() {
     let (_, lines) = access_lines("info,access=warn").await;
     assert!(lines.is_empty(), "{lines:?}");
 }
+
+/// A client that goes away mid-request (its body never arrives) leaves no request counted as
+/// active: the server drops the request's future, and with it the guard.
+#[tokio::test]
+async fn a_disconnect_mid_request_leaves_no_active_request() {
+    let f = fixture(1 << 20);
+    let stalled = Request::post("/predict")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >()))
+        .unwrap();
+    let req = f.app.clone().oneshot(stalled);
+    let gone = tokio::time::timeout(std::time::Duration::from_millis(200), req).await;
+    assert!(gone.is_err(), "the request was still reading its body");
+    let resp = f.app.clone().oneshot(get("/metrics")).await.unwrap();
+    let body = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let active: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("http_server_active_requests{") && l.contains("/predict"))
+        .collect();
+    assert!(!active.is_empty(), "{body}");
+    assert!(active.iter().all(|l| l.ends_with(" 0")), "{active:?}");
+}
