@@ -846,7 +846,7 @@ mod tests {
             Arc::new(AtomicU64::new(3)),
         );
         let _in_flight = m.started("POST", "/predict");
-        m.started("GET", "/health").dec();
+        drop(m.started("GET", "/health"));
         for rec in [
             request("POST", "/predict", 200, Some(Outcome::Ok), &[275e3]),
             request(
