@@ -449,6 +449,9 @@ struct Prediction<'a> {
     predictions: Option<&'a [f64]>,
     request_id: &'a str,
     trace_id: Hex<16>,
+    /// Features outside the training data, named with their range.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 async fn predict(
@@ -475,6 +478,7 @@ async fn predict(
     };
     let pred = infer(&state, &ctx, &rows)?;
     let card = &state.model.card;
+    let warnings = state.model.warnings(&rows);
     Ok(axum::Json(Prediction {
         latency_ms: start.elapsed().as_secs_f64() * 1000.0,
         model_name: &card.name,
@@ -483,6 +487,7 @@ async fn predict(
         predictions: (!single).then_some(pred.as_slice()),
         request_id: &ctx.request_id,
         trace_id: ctx.trace_id.into(),
+        warnings,
     })
     .into_response())
 }

@@ -69,6 +69,33 @@ pub struct ModelCard {
     pub seed: u64,
     /// SHA-256 of the safetensors file, so mismatched files are refused.
     pub weights_sha256: String,
+    /// Per feature: which values mean anything, and which the model saw. Cards written before
+    /// this field have none, and their inputs are not checked against it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bounds: Vec<Bounds>,
+}
+
+/// What a feature's values can be, and what the model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    /// The smallest value that describes a house (an area of 0 does not).
+    pub floor: f64,
+    /// Whether `floor` itself is allowed (0 bedrooms is a studio; 0 square feet is nothing).
+    pub floor_inclusive: bool,
+    /// The smallest and largest value in the training data: beyond them the model extrapolates.
+    pub trained: [f64; 2],
+}
+
+impl Bounds {
+    /// Whether `v` describes a house at all.
+    pub fn admits(&self, v: f64) -> bool {
+        v > self.floor || (self.floor_inclusive && v == self.floor)
+    }
+
+    /// Whether `v` lies within the training data.
+    pub fn trained_on(&self, v: f64) -> bool {
+        (self.trained[0]..=self.trained[1]).contains(&v)
+    }
 }
 
 /// Why a model cannot be loaded or used.
@@ -100,6 +127,26 @@ pub enum ModelError {
         row: usize,
         /// Feature index.
         index: usize,
+    },
+    /// A feature value that describes no house.
+    #[error(
+        "feature {name} of row {row} is {value}: it must be {rule} {floor} (the model was trained on {low} to {high})"
+    )]
+    OutOfDomain {
+        /// Row index.
+        row: usize,
+        /// Feature name.
+        name: String,
+        /// The value sent.
+        value: f64,
+        /// `greater than` or `at least`.
+        rule: &'static str,
+        /// The floor.
+        floor: f64,
+        /// Training minimum.
+        low: f64,
+        /// Training maximum.
+        high: f64,
     },
     /// An empty batch.
     #[error("the batch is empty: send at least one row of features")]
@@ -241,8 +288,50 @@ impl Model {
             if let Some(i) = row.iter().position(|v| !v.is_finite()) {
                 return Err(ModelError::NotFinite { row: r, index: i });
             }
+            for ((v, b), name) in row
+                .iter()
+                .zip(&self.card.bounds)
+                .zip(&self.card.feature_names)
+            {
+                if !b.admits(*v) {
+                    return Err(ModelError::OutOfDomain {
+                        row: r,
+                        name: name.clone(),
+                        value: *v,
+                        rule: if b.floor_inclusive {
+                            "at least"
+                        } else {
+                            "greater than"
+                        },
+                        floor: b.floor,
+                        low: b.trained[0],
+                        high: b.trained[1],
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The features of a (valid) batch that lie outside the training data, each named once
+    /// with its range: the predictions for them are extrapolations.
+    pub fn warnings(&self, rows: &[Vec<f64>]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, (b, name)) in self
+            .card
+            .bounds
+            .iter()
+            .zip(&self.card.feature_names)
+            .enumerate()
+        {
+            if let Some(v) = rows.iter().map(|r| r[i]).find(|v| !b.trained_on(*v)) {
+                out.push(format!(
+                    "{name} {v} is outside the training range {} to {}: the prediction is an extrapolation",
+                    b.trained[0], b.trained[1]
+                ));
+            }
+        }
+        out
     }
 
     /// Predicts every row in one forward pass.

@@ -8,7 +8,9 @@ use candle_nn::{AdamW, Module, Optimizer, ParamsAdamW};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::model::{CARD_FILE, Kind, Metrics, Model, ModelCard, Net, WEIGHTS_FILE, file_sha256};
+use crate::model::{
+    Bounds, CARD_FILE, Kind, Metrics, Model, ModelCard, Net, WEIGHTS_FILE, file_sha256,
+};
 
 /// Training options.
 #[derive(Debug, Clone, clap::Args)]
@@ -210,6 +212,22 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<ModelCard> {
         training_seconds: 0.0,
         seed: args.seed,
         weights_sha256: file_sha256(&weights_path)?,
+        bounds: (0..f)
+            .map(|i| {
+                let (low, high) = xtr
+                    .iter()
+                    .map(|r| r[i])
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+                        (l.min(v), h.max(v))
+                    });
+                Bounds {
+                    floor: 0.0,
+                    // An area must be positive; a count or an age may be zero.
+                    floor_inclusive: data.names[i] != "square_feet",
+                    trained: [low.floor(), high.ceil()],
+                }
+            })
+            .collect(),
     };
     let net = Net::from_tensors(args.kind, &tensors(&vars)).map_err(anyhow::Error::msg)?;
     let model = Model::from_parts(net, card.clone());

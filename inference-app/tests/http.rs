@@ -549,3 +549,32 @@ async fn a_disconnect_mid_request_leaves_no_active_request() {
     assert!(!active.is_empty(), "{body}");
     assert!(active.iter().all(|l| l.ends_with(" 0")), "{active:?}");
 }
+
+/// Inputs outside the model's world: a non-positive area is refused with the feature and its
+/// valid range; one beyond the training data is answered with a warning that names it.
+#[tokio::test]
+async fn inputs_outside_the_models_world_are_refused_or_flagged() {
+    let f = fixture(1 << 20);
+    for bad in ["-5", "0"] {
+        let (s, _, v) = call(&f, post("/predict", &format!(r#"{{"features": [{bad}]}}"#))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        let msg = v.to_string();
+        assert!(
+            msg.contains("square_feet")
+                && msg.contains("greater than 0")
+                && msg.contains("trained on"),
+            "{msg}"
+        );
+    }
+    let (s, _, v) = call(&f, post("/predict", r#"{"features": [10000]}"#)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let w = v["warnings"].as_array().expect("warnings");
+    assert_eq!(w.len(), 1);
+    let w = w[0].as_str().unwrap();
+    assert!(
+        w.contains("square_feet 10000") && w.contains("training range"),
+        "{w}"
+    );
+    let (_, _, v) = call(&f, post("/predict", r#"{"features": [1500]}"#)).await;
+    assert!(v.get("warnings").is_none(), "{v}");
+}
