@@ -1232,3 +1232,91 @@ async fn the_operator_exports_its_own_traces_when_an_otlp_endpoint_is_set() -> a
     ns.cleanup().await;
     Ok(())
 }
+
+/// Bad input is named where the user looks, and nothing is half-applied: an Instrumentation
+/// whose resource attribute key would break the list is refused by the API server; a bad
+/// annotation value is an Event naming the annotation and the fix, and the workload is left
+/// alone; a container name that does not exist is an Event; 300 annotations are no trouble.
+#[tokio::test]
+async fn bad_input_is_named_and_nothing_is_half_applied() -> anyhow::Result<()> {
+    let (client, ns) = setup("badinput", json!({})).await?;
+    let op = Operator::start().await?;
+    ns.apply(instrumentation(
+        "otel",
+        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
+    ))
+    .await?;
+    let err = ns
+        .apply(instrumentation(
+            "broken",
+            json!({"exporter": {"endpoint": "http://gw.obs:4318"}, "resourceAttributes": {"team=a,b": "x"}}),
+        ))
+        .await
+        .expect_err("the API server refuses a key with '=' or ','");
+    assert!(
+        format!("{err:#}").contains("spec.resourceAttributes keys cannot contain"),
+        "{err:#}"
+    );
+
+    let cases = [
+        (
+            "please",
+            json!({"kotel.dev/inject": "yes please"}),
+            "InvalidAnnotation",
+            "NAMESPACE/NAME",
+        ),
+        (
+            "slashes",
+            json!({"kotel.dev/inject": "a/b/c"}),
+            "InvalidAnnotation",
+            "NAMESPACE/NAME",
+        ),
+        (
+            "empty",
+            json!({"kotel.dev/inject": ""}),
+            "InvalidAnnotation",
+            "kotel.dev/inject",
+        ),
+        (
+            "ghost",
+            json!({"kotel.dev/inject": "true", "kotel.dev/container-names": "ghost"}),
+            "UnknownContainer",
+            "ghost",
+        ),
+    ];
+    for (name, annotations, _, _) in &cases {
+        ns.apply(deployment(name, annotations.clone(), json!([])))
+            .await?;
+    }
+    let mut many = serde_json::Map::new();
+    for i in 0..300 {
+        many.insert(format!("example.com/note-{i}"), json!("x".repeat(20)));
+    }
+    many.insert("kotel.dev/inject".into(), json!("true"));
+    ns.apply(deployment("many", Value::Object(many), json!([])))
+        .await?;
+
+    for (name, _, reason, names) in &cases {
+        wait_for(&format!("a {reason} Event for {name}"), T, || async {
+            Ok(event_reasons(&client, &ns.name, name)
+                .await?
+                .iter()
+                .any(|(r, n)| r == reason && n.contains(names)))
+        })
+        .await?;
+        let d = get_deploy(&client, &ns.name, name).await?;
+        assert!(template_hash(&d).is_none(), "{name}: nothing applied");
+        assert!(!kotel_owns_anything(&d), "{name}: kotel owns nothing");
+    }
+    wait_deploy(
+        &client,
+        &ns.name,
+        "many",
+        "injection despite 300 annotations",
+        |d| template_hash(d).is_some(),
+    )
+    .await?;
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}

@@ -60,8 +60,12 @@ pub struct InstrumentationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<Sampler>,
 
-    /// Extra resource attributes added to OTEL_RESOURCE_ATTRIBUTES. They win over the keys kotel sets itself.
+    /// Extra resource attributes added to OTEL_RESOURCE_ATTRIBUTES. They win over the keys kotel sets itself. Values are percent-encoded; keys cannot contain `=`, `,` or spaces, which would break the list.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(k, k.matches('^[^=, ]+$'))",
+        "message": "spec.resourceAttributes keys cannot contain '=', ',' or spaces (OTEL_RESOURCE_ATTRIBUTES is a key=value,key=value list): rename the key"
+    }]))]
     pub resource_attributes: BTreeMap<String, String>,
 
     /// Extra environment variables for every injected container, added after kotel's own.

@@ -211,19 +211,6 @@ pub(super) async fn report_applied(ctx: &Context, d: &dyn Templated, plan: &Plan
         )
         .await;
     }
-    if !plan.unknown_containers.is_empty() {
-        ctx.event(
-            d,
-            EventType::Warning,
-            "UnknownContainer",
-            format!(
-                "{} lists containers that the pod template does not have: {}",
-                annotations::CONTAINER_NAMES,
-                plan.unknown_containers.join(", ")
-            ),
-        )
-        .await;
-    }
 }
 
 /// Applies a status (kotel's whole status of the object) by kotel's field manager; every

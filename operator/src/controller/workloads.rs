@@ -74,10 +74,22 @@ pub(super) async fn reconcile_inner<W: Object>(w: &W, ctx: &Context) -> Result<A
             return Ok(Action::await_change());
         }
     };
-    if inputs.notes.is_empty() {
+    let mut notes = inputs.notes.clone();
+    if !plan.unknown_containers.is_empty() {
+        // A standing problem, reported once, whether or not anything else changes.
+        notes.push(Problem {
+            reason: "UnknownContainer",
+            message: format!(
+                "{} lists containers that the pod template does not have: {}",
+                annotations::CONTAINER_NAMES,
+                plan.unknown_containers.join(", ")
+            ),
+        });
+    }
+    if notes.is_empty() {
         ctx.clear_report(w);
     } else {
-        ctx.report(w, &inputs.notes).await;
+        ctx.report(w, &notes).await;
     }
 
     if plan.intent.is_applied(&owned, w.config_hash()) {
