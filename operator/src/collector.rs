@@ -152,9 +152,18 @@ impl CollectorSpec {
     }
 }
 
+/// The largest configuration kotel carries: a sidecar's goes into every pod template of its
+/// workloads (an object is at most 1.5 MiB in etcd), a gateway's into a ConfigMap.
+pub const MAX_CONFIG_KIB: usize = 256;
+
 /// Why a collector configuration is rejected. Each message names the field and the fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration is too large to carry in a pod template or a ConfigMap.
+    #[error(
+        "spec.config is {0} KiB; kotel carries it in the pod template (sidecar) or a ConfigMap (gateway), so it must stay under {MAX_CONFIG_KIB} KiB: move large parts (such as scrape target lists) into files the collector reads, or split the collector"
+    )]
+    TooLarge(usize),
     /// The YAML string does not parse.
     #[error("spec.config is not valid YAML: {0}")]
     Yaml(String),
@@ -217,6 +226,13 @@ fn kind_of(v: &Value) -> &'static str {
 /// reject at start-up: no pipelines, a pipeline that names an undefined component, an unknown
 /// signal, an extension in `service.extensions` that is not defined.
 pub fn validate_config(config: &Value) -> Result<ValidConfig, ConfigError> {
+    let size = match config {
+        Value::String(s) => s.len(),
+        other => serde_json::to_vec(other).map(|v| v.len()).unwrap_or(0),
+    };
+    if size > MAX_CONFIG_KIB * 1024 {
+        return Err(ConfigError::TooLarge(size.div_ceil(1024)));
+    }
     let value = match config {
         Value::String(s) => {
             serde_norway::from_str::<Value>(s).map_err(|e| ConfigError::Yaml(e.to_string()))?
@@ -631,5 +647,24 @@ mod tests {
         fn validation_never_panics(s in ".{0,200}") {
             let _ = validate_config(&Value::String(s));
         }
+    }
+
+    #[test]
+    fn a_config_too_large_to_carry_is_refused_with_its_size() {
+        let mut exporters = serde_json::Map::new();
+        for i in 0..20_000 {
+            exporters.insert(
+                format!("otlp/{i}"),
+                serde_json::json!({"endpoint": "backend:4317"}),
+            );
+        }
+        let big = serde_json::json!({"exporters": exporters, "receivers": {"otlp": {}},
+            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp/0"]}}}});
+        let err = validate_config(&big).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TooLarge(kib) if kib > MAX_CONFIG_KIB),
+            "{err}"
+        );
+        assert!(err.to_string().contains("spec.config is"), "{err}");
     }
 }
