@@ -195,6 +195,60 @@ async fn the_operator_chart_runs_as_a_pod_and_upgrades_with_one_and_two_replicas
     );
     assert_eq!(writes(standby.clone()).await?, 0.0, "the standby wrote");
 
+    // The leader's pod deleted: once it is gone, work arrives; another replica holds the Lease
+    // within its duration (15 s, plus 5 s of grace), does that work, and is the only one writing.
+    let took = std::time::Instant::now();
+    let operator_pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    operator_pods.delete(&holder, &Default::default()).await?;
+    wait_for(
+        "the leader's pod to be gone",
+        Duration::from_secs(60),
+        || async { Ok(operator_pods.get_opt(&holder).await?.is_none()) },
+    )
+    .await?;
+    work.apply(deployment(
+        "late",
+        json!({"kotel.dev/inject": "true"}),
+        json!([]),
+    ))
+    .await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let new_holder = std::sync::Mutex::new(String::new());
+    wait_for(
+        "another replica to hold the Lease",
+        Duration::from_secs(60),
+        || async {
+            let h = leases
+                .get_opt("kotel-operator")
+                .await?
+                .and_then(|l| l.spec?.holder_identity)
+                .unwrap_or_default();
+            let ok = !h.is_empty() && h != holder;
+            *new_holder.lock().unwrap() = h;
+            Ok(ok)
+        },
+    )
+    .await?;
+    let took = took.elapsed();
+    assert!(took <= Duration::from_secs(20), "took over after {took:?}");
+    let new_holder = new_holder.into_inner().unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &work.name);
+    wait_for(
+        "the new leader to inject late",
+        Duration::from_secs(60),
+        || async { Ok(template_hash(&deployments.get("late").await?).is_some()) },
+    )
+    .await?;
+    let running = ready_operator_pods(&client, &ns.name, 2).await?;
+    for p in running.iter().map(|p| p.name_any()) {
+        let w = writes(p.clone()).await?;
+        if p == new_holder {
+            assert!(w >= 1.0, "the new leader injected late");
+        } else {
+            assert_eq!(w, 0.0, "{p} wrote while not leading");
+        }
+    }
+
     // And an upgrade of two replicas with a changed value completes too.
     release.upgrade(&chart("kotel-operator"), &[("logFormat", "json".into())])?;
     cluster::wait_rollout(&client, &ns.name, &name).await?;
