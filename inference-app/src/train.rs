@@ -56,10 +56,7 @@ pub struct Data {
 }
 
 fn normal(rng: &mut StdRng) -> f64 {
-    // Box–Muller: two uniforms to one standard normal.
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    rng.sample(rand_distr::StandardNormal)
 }
 
 /// price ≈ 50,000 + 150·sqft (+ 10,000·bedrooms − 500·age) + noise(σ = 15,000).
