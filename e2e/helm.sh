@@ -9,11 +9,17 @@ case "${1:-lint}" in
     for chart in charts/*/; do
       "$helm" lint --strict "$chart"
     done
-    out=$("$helm" template kotel charts/kotel-operator --namespace kotel-system --set serviceMonitor.enabled=true)
-    for kind in ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment Service ServiceMonitor; do
+    out=$("$helm" template kotel charts/kotel-operator --namespace kotel-system --set serviceMonitor.enabled=true --set alerts.enabled=true)
+    for kind in ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment Service ServiceMonitor PrometheusRule; do
       grep -q "^kind: $kind\$" <<<"$out" || { echo "helm template lacks a $kind" >&2; exit 1; }
     done
-    echo "charts lint and render"
+    # The alerts: the rendered PrometheusRule carries the rule file, which Prometheus's own
+    # promtool (Debian's prometheus) parses and whose unit tests it runs.
+    rules=charts/kotel-operator/alerts
+    grep -q "alert: KotelRolloutStuck" <<<"$out" || { echo "the PrometheusRule lacks the rule file" >&2; exit 1; }
+    promtool check rules "$rules/kotel.rules.yaml"
+    promtool test rules "$rules/kotel.rules.test.yaml"
+    echo "charts lint and render; alert rules check and pass their tests"
     ;;
   *) echo "usage: $0 lint" >&2; exit 2 ;;
 esac
