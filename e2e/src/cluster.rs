@@ -190,6 +190,22 @@ pub async fn logs(client: &Client, ns: &str, pod: &str, container: &str) -> anyh
         .await?)
 }
 
+/// Everything the `debug` exporter of the collector pods matching `selector` printed (a pod
+/// whose log cannot be read yet counts as empty).
+pub async fn collector_output(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+) -> anyhow::Result<Vec<crate::debug_exporter::Resource>> {
+    let mut all = Vec::new();
+    for p in pods(client, ns, selector).await? {
+        if let Ok(log) = logs(client, ns, &p.name_any(), "collector").await {
+            all.extend(crate::debug_exporter::parse(&log));
+        }
+    }
+    Ok(all)
+}
+
 /// GET `path` on a pod's port through the API server's proxy (it connects to the pod's IP).
 pub async fn proxy_get(
     client: &Client,

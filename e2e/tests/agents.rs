@@ -57,13 +57,7 @@ async fn the_pod(client: &Client, ns: &str, app: &str) -> anyhow::Result<Pod> {
 
 /// What the sink printed, over all its pods.
 async fn received(client: &Client, ns: &str) -> anyhow::Result<Vec<debug_exporter::Resource>> {
-    let mut all = Vec::new();
-    for p in cluster::pods(client, ns, "app.kubernetes.io/instance").await? {
-        if let Ok(log) = cluster::logs(client, ns, &p.name_any(), "collector").await {
-            all.extend(debug_exporter::parse(&log));
-        }
-    }
-    Ok(all)
+    cluster::collector_output(client, ns, "app.kubernetes.io/instance").await
 }
 
 /// One language's story: the user's Deployment of `<language>-app`, then annotated

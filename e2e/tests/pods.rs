@@ -343,14 +343,7 @@ fn gateway_selector(obs_ns: &str) -> String {
 
 /// Everything the gateway's debug exporter printed, over all its pods.
 async fn received(client: &Client, obs_ns: &str) -> anyhow::Result<Vec<debug_exporter::Resource>> {
-    let mut all = Vec::new();
-    for p in cluster::pods(client, obs_ns, &gateway_selector(obs_ns)).await? {
-        let log = cluster::logs(client, obs_ns, &p.name_any(), "collector")
-            .await
-            .or_else(|_| Ok::<_, anyhow::Error>(String::new()))?;
-        all.extend(debug_exporter::parse(&log));
-    }
-    Ok(all)
+    cluster::collector_output(client, obs_ns, &gateway_selector(obs_ns)).await
 }
 
 /// The resource attributes kotel promises, with the values the kubelet filled in for `pod`.

@@ -113,6 +113,18 @@ fn get(path: &str) -> Request<Body> {
     Request::get(path).body(Body::empty()).unwrap()
 }
 
+/// The Prometheus text of `/metrics`.
+async fn metrics_text(f: &Fixture) -> String {
+    let resp = f.app.clone().oneshot(get("/metrics")).await.unwrap();
+    String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn service_info_health_and_readiness() {
     let f = fixture(1 << 20);
@@ -419,14 +431,7 @@ async fn spans_continue_the_incoming_trace_with_child_spans() {
 async fn metrics_endpoint_exposes_service_and_model_metrics() {
     let f = fixture(1 << 20);
     call(&f, post("/predict", r#"{"features": [1500]}"#)).await;
-    let resp = f.app.clone().oneshot(get("/metrics")).await.unwrap();
-    let body = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let body = metrics_text(&f).await;
     for needle in [
         "http_server_request_duration_seconds_bucket",
         "http_server_active_requests",
@@ -534,14 +539,7 @@ async fn a_disconnect_mid_request_leaves_no_active_request() {
     let req = f.app.clone().oneshot(stalled);
     let gone = tokio::time::timeout(std::time::Duration::from_millis(200), req).await;
     assert!(gone.is_err(), "the request was still reading its body");
-    let resp = f.app.clone().oneshot(get("/metrics")).await.unwrap();
-    let body = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let body = metrics_text(&f).await;
     let active: Vec<&str> = body
         .lines()
         .filter(|l| l.starts_with("http_server_active_requests{") && l.contains("/predict"))

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::sidecar::hardened_security_context;
+use crate::sidecar::{hardened_security_context, resources};
 
 /// Where the agent sits in an agent image.
 pub const IMAGE_AGENT_DIR: &str = "/autoinstrumentation";
@@ -175,21 +175,6 @@ pub struct Delivered {
     pub mount: VolumeMount,
 }
 
-fn default_resources() -> ResourceRequirements {
-    let q = |cpu: &str, mem: &str| {
-        [
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(mem.into())),
-        ]
-        .into()
-    };
-    ResourceRequirements {
-        requests: Some(q("50m", "64Mi")),
-        limits: Some(q("500m", "128Mi")),
-        ..Default::default()
-    }
-}
-
 /// The volume, init container and mount that deliver `language`'s agent.
 pub fn deliver(language: Language, spec: &AgentSpec) -> Delivered {
     let name = language.object_name();
@@ -214,7 +199,11 @@ pub fn deliver(language: Language, spec: &AgentSpec) -> Delivered {
                     format!("{IMAGE_AGENT_DIR}/."),
                     mount_path.clone(),
                 ]),
-                resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+                resources: Some(
+                    spec.resources
+                        .clone()
+                        .unwrap_or_else(|| resources(("50m", "64Mi"), ("500m", "128Mi"))),
+                ),
                 security_context: Some(hardened_security_context()),
                 volume_mounts: Some(vec![VolumeMount {
                     name: name.clone(),

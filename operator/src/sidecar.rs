@@ -1,8 +1,10 @@
 //! The `kotel-collector` native sidecar container rendered from a sidecar-mode Collector.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, SeccompProfile, SecurityContext,
+    Capabilities, Container, ContainerPort, EnvVar, ResourceRequirements, SeccompProfile,
+    SecurityContext,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::collector::{CollectorPort, CollectorSpec, ValidConfig};
 
@@ -26,6 +28,23 @@ pub fn hardened_security_context() -> SecurityContext {
             type_: "RuntimeDefault".to_string(),
             localhost_profile: None,
         }),
+        ..Default::default()
+    }
+}
+
+/// Requests and limits of CPU and memory, for the short-lived containers kotel adds (an agent's
+/// copy, a configuration's validation).
+pub fn resources(requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+    let q = |(cpu, mem): (&str, &str)| {
+        [
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(mem.into())),
+        ]
+        .into()
+    };
+    ResourceRequirements {
+        requests: Some(q(requests)),
+        limits: Some(q(limits)),
         ..Default::default()
     }
 }

@@ -8,16 +8,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, Pod, PodSpec, PodTemplateSpec, ResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::gateway::{self, Owner};
-use crate::sidecar::{CONFIG_ENV, hardened_security_context};
+use crate::sidecar::{CONFIG_ENV, hardened_security_context, resources};
 
 /// The label that marks a validation Job, with the Collector's name as its value.
 pub const LABEL: &str = "kotel.dev/validates";
@@ -75,12 +72,6 @@ pub fn job(owner: &Owner<'_>, image: &str, config_yaml: &str, key: &str) -> Job 
             gateway::MANAGED_BY.to_string(),
         ),
     ]);
-    let q = |cpu: &str, mem: &str| {
-        BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(mem.into())),
-        ])
-    };
     Job {
         metadata: ObjectMeta {
             name: Some(job_name(owner.name, key)),
@@ -113,11 +104,7 @@ pub fn job(owner: &Owner<'_>, image: &str, config_yaml: &str, key: &str) -> Job 
                             value: Some(config_yaml.to_string()),
                             value_from: None,
                         }]),
-                        resources: Some(ResourceRequirements {
-                            requests: Some(q("50m", "64Mi")),
-                            limits: Some(q("500m", "256Mi")),
-                            ..Default::default()
-                        }),
+                        resources: Some(resources(("50m", "64Mi"), ("500m", "256Mi"))),
                         security_context: Some(hardened_security_context()),
                         termination_message_policy: Some("FallbackToLogsOnError".into()),
                         ..Default::default()

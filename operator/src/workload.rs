@@ -144,9 +144,19 @@ pub trait Object:
     fn slim_status(&mut self);
 }
 
-/// The three `apps/v1` kinds keep their template at `spec.template`.
+/// The three `apps/v1` kinds keep their template at `spec.template`; what else differs is
+/// their progress and the status it reads.
 macro_rules! apps_kind {
-    ($t:ty, $kind:expr, $progress:ident) => {
+    ($t:ty, $kind:expr, $progress:ident, $slim:ident) => {
+        impl Object for $t {
+            const KIND: Kind = $kind;
+            fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
+                self.spec.as_mut().map(|s| &mut s.template)
+            }
+            fn slim_status(&mut self) {
+                self.status = self.status.take().map($slim);
+            }
+        }
         impl Templated for $t {
             fn kind(&self) -> Kind {
                 $kind
@@ -163,9 +173,24 @@ macro_rules! apps_kind {
         }
     };
 }
-apps_kind!(Deployment, Kind::Deployment, deployment_progress);
-apps_kind!(StatefulSet, Kind::StatefulSet, stateful_set_progress);
-apps_kind!(DaemonSet, Kind::DaemonSet, daemon_set_progress);
+apps_kind!(
+    Deployment,
+    Kind::Deployment,
+    deployment_progress,
+    slim_deployment_status
+);
+apps_kind!(
+    StatefulSet,
+    Kind::StatefulSet,
+    stateful_set_progress,
+    slim_stateful_set_status
+);
+apps_kind!(
+    DaemonSet,
+    Kind::DaemonSet,
+    daemon_set_progress,
+    slim_daemon_set_status
+);
 
 impl Templated for CronJob {
     fn kind(&self) -> Kind {
@@ -235,65 +260,50 @@ fn daemon_set_progress(w: &DaemonSet) -> Progress {
     }
 }
 
-impl Object for Deployment {
-    const KIND: Kind = Kind::Deployment;
-    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
-        self.spec.as_mut().map(|s| &mut s.template)
-    }
-    fn slim_status(&mut self) {
-        self.status = self.status.take().map(|s| DeploymentStatus {
-            observed_generation: s.observed_generation,
-            replicas: s.replicas,
-            updated_replicas: s.updated_replicas,
-            available_replicas: s.available_replicas,
-            conditions: s.conditions.map(|c| {
-                c.into_iter()
-                    .filter(|c| c.type_ == "Progressing")
-                    .map(|c| DeploymentCondition {
-                        type_: c.type_,
-                        status: c.status,
-                        reason: c.reason,
-                        ..Default::default()
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        });
+/// Of a Deployment's status, what [`deployment_progress`] reads.
+fn slim_deployment_status(s: DeploymentStatus) -> DeploymentStatus {
+    DeploymentStatus {
+        observed_generation: s.observed_generation,
+        replicas: s.replicas,
+        updated_replicas: s.updated_replicas,
+        available_replicas: s.available_replicas,
+        conditions: s.conditions.map(|c| {
+            c.into_iter()
+                .filter(|c| c.type_ == "Progressing")
+                .map(|c| DeploymentCondition {
+                    type_: c.type_,
+                    status: c.status,
+                    reason: c.reason,
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
     }
 }
 
-impl Object for StatefulSet {
-    const KIND: Kind = Kind::StatefulSet;
-    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
-        self.spec.as_mut().map(|s| &mut s.template)
-    }
-    fn slim_status(&mut self) {
-        self.status = self.status.take().map(|s| StatefulSetStatus {
-            observed_generation: s.observed_generation,
-            replicas: s.replicas,
-            updated_replicas: s.updated_replicas,
-            available_replicas: s.available_replicas,
-            current_revision: s.current_revision,
-            update_revision: s.update_revision,
-            ..Default::default()
-        });
+/// Of a StatefulSet's status, what [`stateful_set_progress`] reads.
+fn slim_stateful_set_status(s: StatefulSetStatus) -> StatefulSetStatus {
+    StatefulSetStatus {
+        observed_generation: s.observed_generation,
+        replicas: s.replicas,
+        updated_replicas: s.updated_replicas,
+        available_replicas: s.available_replicas,
+        current_revision: s.current_revision,
+        update_revision: s.update_revision,
+        ..Default::default()
     }
 }
 
-impl Object for DaemonSet {
-    const KIND: Kind = Kind::DaemonSet;
-    fn template_mut(&mut self) -> Option<&mut PodTemplateSpec> {
-        self.spec.as_mut().map(|s| &mut s.template)
-    }
-    fn slim_status(&mut self) {
-        self.status = self.status.take().map(|s| DaemonSetStatus {
-            observed_generation: s.observed_generation,
-            desired_number_scheduled: s.desired_number_scheduled,
-            current_number_scheduled: s.current_number_scheduled,
-            updated_number_scheduled: s.updated_number_scheduled,
-            number_available: s.number_available,
-            ..Default::default()
-        });
+/// Of a DaemonSet's status, what [`daemon_set_progress`] reads.
+fn slim_daemon_set_status(s: DaemonSetStatus) -> DaemonSetStatus {
+    DaemonSetStatus {
+        observed_generation: s.observed_generation,
+        desired_number_scheduled: s.desired_number_scheduled,
+        current_number_scheduled: s.current_number_scheduled,
+        updated_number_scheduled: s.updated_number_scheduled,
+        number_available: s.number_available,
+        ..Default::default()
     }
 }
 
