@@ -1,137 +1,89 @@
 //! The axum service: health and readiness, `/predict`, the Open Inference Protocol v2 REST
-//! endpoints, and `/metrics`. Every request gets a server span (child of an incoming
-//! `traceparent`), child spans for pre-processing, the forward pass and post-processing, the
-//! HTTP and inference metrics, and a JSON log line carrying its trace and span ids.
+//! endpoints, and `/metrics`.
+//!
+//! Every request runs inside a live server span, the child of an incoming `traceparent` when
+//! there is one, so its child spans, its log records and any call it made to another service
+//! belong to the same trace. It is counted in the HTTP metrics and logged once as it ends.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::SdkTracer;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
-use crate::log_writer::LogWriter;
 use crate::metrics::{AppMetrics, Outcome};
 use crate::model::Model;
-use crate::recorder::{self, Phase, Recorder, RequestRecord};
+use crate::prometheus::Scrape;
 
 /// Default request body limit.
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
 
+/// The target of the per-request log line: `LOG_LEVEL=info,access=warn` turns it off.
+pub const ACCESS_TARGET: &str = "access";
+
 /// Shared state of the service.
 pub struct AppState {
-    /// The model, once loaded.
+    /// The model.
     pub model: Arc<Model>,
-    /// Set after the model is loaded and warmed up.
+    /// Set once the model is loaded and warmed up.
     pub ready: AtomicBool,
-    /// Metrics, recorded inline.
-    pub metrics: Arc<AppMetrics>,
-    /// Turns finished requests into spans, OTLP metrics and OTLP log records.
-    pub recorder: Arc<Recorder>,
-    /// OTEL_EXPORTER_OTLP_ENDPOINT.
+    /// The instruments.
+    pub metrics: AppMetrics,
+    /// What `/metrics` reads.
+    pub scrape: Scrape,
+    /// Makes the spans.
+    pub tracer: SdkTracer,
+    /// Whether spans are exported (for `/health`).
+    pub tracing: bool,
+    /// OTEL_EXPORTER_OTLP_ENDPOINT (for `/health`).
     pub collector_endpoint: Option<String>,
-    /// Where JSON access lines go (none in tests that do not look at them).
-    access_log: Option<LogWriter>,
+    /// `model.name` and `model.version`, for the forward-pass span.
+    model_attributes: [KeyValue; 2],
 }
 
 impl AppState {
     /// The state for a loaded model; `ready` starts false.
     pub fn new(
         model: Arc<Model>,
-        metrics: Arc<AppMetrics>,
-        recorder: Arc<Recorder>,
+        metrics: AppMetrics,
+        scrape: Scrape,
+        tracer: SdkTracer,
+        tracing: bool,
         collector_endpoint: Option<String>,
     ) -> Self {
+        let model_attributes = [
+            KeyValue::new("model.name", model.card.name.clone()),
+            KeyValue::new("model.version", model.card.version.clone()),
+        ];
         AppState {
             model,
             ready: AtomicBool::new(false),
             metrics,
-            recorder,
+            scrape,
+            tracer,
+            tracing,
             collector_endpoint,
-            access_log: None,
+            model_attributes,
         }
     }
-
-    /// Writes a JSON access line per request to `out`.
-    pub fn with_access_log(mut self, out: LogWriter) -> Self {
-        self.access_log = Some(out);
-        self
-    }
 }
-
-/// The target of the per-request access line (`LOG_LEVEL=access=warn` turns it off) and the
-/// scope of its OTLP twin.
-pub const ACCESS_TARGET: &str = "access";
-
-/// The JSON access line, in the layout of the service's other (tracing) log lines. It is
-/// serialized directly: through `tracing`'s JSON layer, the field visitors cost a request
-/// about 2 µs.
-#[derive(serde::Serialize)]
-struct AccessLine<'a> {
-    timestamp: String,
-    level: &'static str,
-    message: &'static str,
-    trace_id: Hex<16>,
-    span_id: Hex<8>,
-    request_id: &'a str,
-    #[serde(rename = "http.method")]
-    method: &'static str,
-    #[serde(rename = "http.route")]
-    route: &'static str,
-    #[serde(rename = "url.path")]
-    path: &'a str,
-    #[serde(rename = "http.status")]
-    status: u16,
-    latency_ms: f64,
-    target: &'static str,
-}
-
-/// A trace or span id as its fixed-width lower-case hex, written on the stack: formatting the
-/// ids through `Display` (a padded `u128` `LowerHex`) cost a request about 600 instructions.
-struct Hex<const N: usize>([u8; N]);
-
-impl From<TraceId> for Hex<16> {
-    fn from(id: TraceId) -> Self {
-        Hex(id.to_bytes())
-    }
-}
-
-impl From<opentelemetry::trace::SpanId> for Hex<8> {
-    fn from(id: opentelemetry::trace::SpanId) -> Self {
-        Hex(id.to_bytes())
-    }
-}
-
-impl<const N: usize> serde::Serialize for Hex<N> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(const_hex::Buffer::<N>::new().format(&self.0))
-    }
-}
-
-/// Per-request context the middleware hands to handlers.
-#[derive(Clone)]
-pub struct RequestCtx {
-    /// When the request started (the phases of an inference are timed from here).
-    pub start: Instant,
-    /// The request's trace.
-    pub trace_id: TraceId,
-    /// The request id (incoming `X-Request-ID`, else generated).
-    pub request_id: RequestId,
-}
-
-/// A request id, held inline: the record of a request is handed to the recorder thread, and a
-/// `String` freed there cost jemalloc a remote free (about 300 instructions a request).
-pub type RequestId = arrayvec::ArrayString<128>;
 
 /// A 4xx/5xx with `{"error": ...}`.
 #[derive(Debug)]
@@ -148,6 +100,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
+
 impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
@@ -157,158 +110,144 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
-fn new_request_id() -> RequestId {
-    let mut hex = const_hex::Buffer::<16>::new();
-    RequestId::from(hex.format(&rand::random::<[u8; 16]>())).unwrap_or_default()
-}
-
-/// The routes of the router, as static strings for metric labels and span names (no
-/// allocation per request).
-const ROUTES: [&str; 11] = [
-    "/",
-    "/health",
-    "/ready",
-    "/predict",
-    "/metrics",
-    "/v2",
-    "/v2/health/live",
-    "/v2/health/ready",
-    "/v2/models/{name}",
-    "/v2/models/{name}/ready",
-    "/v2/models/{name}/infer",
+/// Every endpoint as (method, route, span name): static, so that metric attributes and span
+/// names cost no allocation, and an unknown path cannot create a new series.
+const ENDPOINTS: [(&str, &str, &str); 12] = [
+    ("GET", "/", "GET /"),
+    ("GET", "/health", "GET /health"),
+    ("GET", "/ready", "GET /ready"),
+    ("POST", "/predict", "POST /predict"),
+    ("POST", "/predict/", "POST /predict"),
+    ("GET", "/metrics", "GET /metrics"),
+    ("GET", "/v2", "GET /v2"),
+    ("GET", "/v2/health/live", "GET /v2/health/live"),
+    ("GET", "/v2/health/ready", "GET /v2/health/ready"),
+    ("GET", "/v2/models/{name}", "GET /v2/models/{name}"),
+    (
+        "GET",
+        "/v2/models/{name}/ready",
+        "GET /v2/models/{name}/ready",
+    ),
+    (
+        "POST",
+        "/v2/models/{name}/infer",
+        "POST /v2/models/{name}/infer",
+    ),
 ];
 
-fn static_route(path: Option<&str>) -> &'static str {
-    match path {
-        Some("/predict/") => "/predict",
-        Some(p) => ROUTES
-            .iter()
-            .find(|r| **r == p)
-            .copied()
-            .unwrap_or("unmatched"),
-        None => "unmatched",
-    }
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+
+/// The request's method, route and span name, as static strings.
+fn endpoint(
+    method: &axum::http::Method,
+    path: Option<&str>,
+) -> (&'static str, &'static str, &'static str) {
+    let method = METHODS
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("_OTHER");
+    let Some(e) = path.and_then(|p| ENDPOINTS.iter().find(|e| e.1 == p)) else {
+        return (method, "unmatched", method);
+    };
+    let route = if e.1 == "/predict/" { "/predict" } else { e.1 };
+    (method, route, if e.0 == method { e.2 } else { method })
 }
 
-fn static_method(m: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "_OTHER",
+/// Replaces the empty or plain-text bodies of the framework's own 405 and 413 with an error
+/// that says what to do (a 405 keeps its `Allow` header).
+fn explain(resp: Response, limit: usize) -> Response {
+    let msg = match resp.status() {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "method not allowed on this endpoint; GET / lists them".to_string()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE
+            if resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_none_or(|t| t != "application/json") =>
+        {
+            format!("the request body is larger than the limit of {limit} bytes")
+        }
+        _ => return resp,
+    };
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let mut out = ApiError(resp.status(), msg).into_response();
+    if let Some(a) = allow {
+        out.headers_mut().insert(header::ALLOW, a);
     }
+    out
 }
 
-/// Request id, trace context, HTTP metrics and the JSON access line around every request;
-/// the rest of its telemetry is built later by the [`Recorder`].
-async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+/// The server span, the HTTP metrics and the access log line around every request.
+async fn observe(
+    State((state, limit)): State<(Arc<AppState>, usize)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
-    let wall = SystemTime::now();
-    let method = static_method(req.method());
-    let route = static_route(
+    let (method, route, name) = endpoint(
+        req.method(),
         req.extensions()
             .get::<MatchedPath>()
             .map(MatchedPath::as_str),
     );
-    // Most paths are their route (`/predict`): those are not copied.
-    let path = match req.uri().path() {
-        p if p == route => Cow::Borrowed(route),
-        p => Cow::Owned(p.to_string()),
-    };
-    let parent = if req.headers().contains_key("traceparent") {
-        opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(req.headers()))
-        })
-        .span()
-        .span_context()
-        .clone()
-    } else {
-        SpanContext::empty_context()
-    };
-    let parent = parent.is_valid().then_some(parent);
-    let trace_id = parent
-        .as_ref()
-        .map(SpanContext::trace_id)
-        .unwrap_or_else(recorder::new_trace_id);
-    let span_id = recorder::new_span_id();
+    let path = req.uri().path().to_string();
     let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .and_then(|v| RequestId::from(v).ok())
-        .unwrap_or_else(new_request_id);
-    let client = req
         .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    req.extensions_mut().insert(RequestCtx {
-        start,
-        trace_id,
-        request_id,
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
     });
+    let span = state
+        .tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Server)
+        .with_attributes([
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("http.route", route),
+            KeyValue::new("url.path", path.clone()),
+            KeyValue::new("url.scheme", "http"),
+            KeyValue::new("request.id", request_id.clone()),
+        ])
+        .start_with_context(&state.tracer, &parent);
+    let cx = parent.with_span(span);
     let active = state.metrics.started(method, route);
-    let (mut resp, inference) = recorder::scoped(next.run(req)).await;
+    let resp = explain(next.run(req).with_context(cx.clone()).await, limit);
     drop(active);
-    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        // axum's 405 has an empty body; say what to do, and keep its Allow header.
-        let allow = resp.headers_mut().remove(header::ALLOW);
-        resp = ApiError(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this endpoint; GET / lists them".into(),
-        )
-        .into_response();
-        if let Some(a) = allow {
-            resp.headers_mut().insert(header::ALLOW, a);
-        }
-    }
+
     let status = resp.status().as_u16();
-    let duration = start.elapsed();
-    if let Some(out) = &state.access_log
-        && tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
+    let seconds = start.elapsed().as_secs_f64();
+    state.metrics.served(method, route, status, seconds);
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    ));
+    if status >= 500 {
+        span.set_status(Status::error(format!("HTTP {status}")));
+    }
     {
-        out.line(&AccessLine {
-            timestamp: chrono::DateTime::<chrono::Utc>::from(wall + duration)
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            level: "INFO",
-            message: "request served",
-            trace_id: trace_id.into(),
-            span_id: span_id.into(),
-            request_id: &request_id,
-            method,
-            route,
-            path: &path,
-            status,
-            latency_ms: duration.as_secs_f64() * 1000.0,
+        // Inside the request's context, so that its OTLP record carries the trace.
+        let _in_request = cx.clone().attach();
+        let sc = span.span_context();
+        tracing::info!(
             target: ACCESS_TARGET,
-        });
+            trace_id = %sc.trace_id(),
+            span_id = %sc.span_id(),
+            request.id = request_id,
+            http.request.method = method,
+            http.route = route,
+            url.path = path,
+            http.response.status_code = status,
+            latency_ms = seconds * 1000.0,
+            "request served"
+        );
     }
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    let mut rec = RequestRecord {
-        start: wall,
-        duration,
-        trace_id,
-        span_id,
-        parent,
-        method,
-        route,
-        path,
-        request_id,
-        client,
-        status,
-        inference,
-    };
-    state.metrics.record(&rec);
-    // Freed here rather than on the recorder's thread, where jemalloc pays for a remote free.
-    drop(std::mem::take(&mut rec.inference.predictions));
-    state.recorder.submit(rec);
+    span.end();
     resp
 }
 
@@ -373,71 +312,65 @@ fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Notes how an inference request ended, when it ends before the model is involved.
-fn invalid(e: ApiError) -> ApiError {
-    recorder::note(|i| i.outcome = Some(Outcome::InvalidInput));
+/// Counts an inference request refused before the model saw it.
+fn invalid(state: &AppState, e: ApiError) -> ApiError {
+    state.metrics.inference(Outcome::InvalidInput);
     e
 }
 
-/// Validates and runs the forward pass, timing pre-processing, the forward pass and
-/// post-processing for their spans.
-fn infer(state: &AppState, ctx: &RequestCtx, rows: &[Vec<f64>]) -> Result<Vec<f64>, ApiError> {
-    let model = &state.model;
-    let since = |t: Instant| t.duration_since(ctx.start);
-    let t0 = Instant::now();
+/// Validates and runs the forward pass, each in a child span of the request's. Returns the
+/// predictions and a warning for each feature outside the training range.
+fn infer(state: &AppState, rows: &[Vec<f64>]) -> Result<(Vec<f64>, Vec<String>), ApiError> {
+    let (model, tracer) = (&state.model, &state.tracer);
+    let mut span = tracer.start("preprocess");
     let valid = model.validate(rows);
-    let t1 = Instant::now();
-    let pre = Phase {
-        start: since(t0),
-        end: since(t1),
-        error: valid.as_ref().err().map(ToString::to_string),
-    };
-    if let Err(e) = valid {
-        recorder::note(|i| {
-            i.batch = rows.len();
-            i.pre = Some(pre);
-            i.outcome = Some(Outcome::InvalidInput);
-        });
-        return Err(bad(e.to_string()));
+    if let Err(e) = &valid {
+        span.set_status(Status::error(e.to_string()));
     }
+    span.end();
+    valid.map_err(|e| invalid(state, bad(e.to_string())))?;
+
+    let mut span = tracer
+        .span_builder("inference")
+        .with_attributes([
+            state.model_attributes[0].clone(),
+            state.model_attributes[1].clone(),
+            KeyValue::new("inference.batch.size", rows.len() as i64),
+        ])
+        .start(tracer);
+    let t = Instant::now();
     let out = model.predict(rows);
-    let t2 = Instant::now();
-    let forward = Phase {
-        start: since(t1),
-        end: since(t2),
-        error: out.as_ref().err().map(ToString::to_string),
-    };
+    let seconds = t.elapsed().as_secs_f64();
     match out {
         Ok(pred) => {
-            let predictions = pred.clone();
-            let t3 = Instant::now();
-            recorder::note(|i| {
-                i.batch = rows.len();
-                i.pre = Some(pre);
-                i.forward = Some(forward);
-                i.post = Some(Phase {
-                    start: since(t2),
-                    end: since(t3),
-                    error: None,
-                });
-                i.predictions = predictions;
-                i.outcome = Some(Outcome::Ok);
-            });
-            Ok(pred)
+            span.end();
+            state.metrics.inference(Outcome::Ok);
+            state.metrics.forward(seconds, &pred);
+            let outside = model.out_of_range(rows);
+            for o in &outside {
+                state.metrics.out_of_range(o.feature, o.count);
+            }
+            Ok((pred, outside.iter().map(ToString::to_string).collect()))
         }
         Err(e) => {
-            recorder::note(|i| {
-                i.batch = rows.len();
-                i.pre = Some(pre);
-                i.forward = Some(forward);
-                i.outcome = Some(Outcome::Error);
-            });
+            span.set_status(Status::error(e.to_string()));
+            span.end();
+            state.metrics.inference(Outcome::Error);
             Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         }
     }
 }
 
-/// The reply of `/predict` (fields in alphabetical order, as before it was typed).
+/// The trace and the request id of the request being served.
+fn ids(request_id: &RequestId) -> (String, &str) {
+    let trace_id = Context::map_current(|cx| cx.span().span_context().trace_id().to_string());
+    (
+        trace_id,
+        request_id.header_value().to_str().unwrap_or_default(),
+    )
+}
+
+/// The reply of `/predict`.
 #[derive(serde::Serialize)]
 struct Prediction<'a> {
     latency_ms: f64,
@@ -448,7 +381,7 @@ struct Prediction<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     predictions: Option<&'a [f64]>,
     request_id: &'a str,
-    trace_id: Hex<16>,
+    trace_id: String,
     /// Features outside the training data, named with their range.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
@@ -456,37 +389,39 @@ struct Prediction<'a> {
 
 async fn predict(
     State(state): State<Arc<AppState>>,
-    axum::Extension(ctx): axum::Extension<RequestCtx>,
+    axum::Extension(request_id): axum::Extension<RequestId>,
     content_type: JsonContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let b: PredictBody = json_body(content_type, body).map_err(invalid)?;
+    let b: PredictBody = json_body(content_type, body).map_err(|e| invalid(&state, e))?;
     let (rows, single) = match (b.features, b.instances) {
         (Some(f), None) => (vec![f], true),
         (None, Some(rows)) => (rows, false),
         (Some(_), Some(_)) => {
-            return Err(invalid(bad(
-                "send either \"features\" (one row) or \"instances\" (a batch), not both",
-            )));
+            return Err(invalid(
+                &state,
+                bad("send either \"features\" (one row) or \"instances\" (a batch), not both"),
+            ));
         }
         (None, None) => {
-            return Err(invalid(bad(
-                "missing field \"features\" (e.g. {\"features\": [1500]}) or \"instances\"",
-            )));
+            return Err(invalid(
+                &state,
+                bad("missing field \"features\" (e.g. {\"features\": [1500]}) or \"instances\""),
+            ));
         }
     };
-    let pred = infer(&state, &ctx, &rows)?;
+    let (pred, warnings) = infer(&state, &rows)?;
     let card = &state.model.card;
-    let warnings = state.model.warnings(&rows);
+    let (trace_id, request_id) = ids(&request_id);
     Ok(axum::Json(Prediction {
         latency_ms: start.elapsed().as_secs_f64() * 1000.0,
         model_name: &card.name,
         model_version: &card.version,
         predicted_price: single.then(|| pred[0]),
         predictions: (!single).then_some(pred.as_slice()),
-        request_id: &ctx.request_id,
-        trace_id: ctx.trace_id.into(),
+        request_id,
+        trace_id,
         warnings,
     })
     .into_response())
@@ -506,7 +441,7 @@ async fn root(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
 async fn health(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
     axum::Json(json!({
         "status": "ok",
-        "tracing_enabled": state.recorder.tracing(),
+        "tracing_enabled": state.tracing,
         "collector_endpoint": state.collector_endpoint,
     }))
 }
@@ -607,14 +542,14 @@ fn flatten_numbers(v: &Value, out: &mut Vec<f64>) -> Result<(), String> {
 
 async fn v2_infer(
     State(state): State<Arc<AppState>>,
-    axum::Extension(ctx): axum::Extension<RequestCtx>,
+    axum::Extension(request_id): axum::Extension<RequestId>,
     Path(name): Path<String>,
     content_type: JsonContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let m = known(&state, &name)?;
-    let req: V2Request = json_body(content_type, body).map_err(invalid)?;
-    let invalid = |msg: String| invalid(bad(msg));
+    let req: V2Request = json_body(content_type, body).map_err(|e| invalid(&state, e))?;
+    let invalid = |msg: String| invalid(&state, bad(msg));
     let [input] = req.inputs.as_slice() else {
         return Err(invalid(format!(
             "expected exactly one input tensor, got {}",
@@ -652,23 +587,23 @@ async fn v2_infer(
         )));
     }
     let rows: Vec<Vec<f64>> = flat.chunks(f).map(<[f64]>::to_vec).collect();
-    let pred = infer(&state, &ctx, &rows)?;
+    let (pred, _) = infer(&state, &rows)?;
+    let (_, request_id) = ids(&request_id);
     Ok(axum::Json(json!({
         "model_name": m.card.name,
         "model_version": m.card.version,
-        "id": req.id.unwrap_or_else(|| ctx.request_id.to_string()),
+        "id": req.id.as_deref().unwrap_or(request_id),
         "outputs": [{"name": m.card.output_name, "datatype": "FP64", "shape": [pred.len(), 1], "data": pred}],
     })))
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let body = state.metrics.encode();
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        body,
+        state.scrape.render(),
     )
         .into_response()
 }
@@ -680,7 +615,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     )
 }
 
-/// The router with every endpoint, the body limit and the observing middleware.
+/// The router with every endpoint: request ids and the body limit from tower-http, inside
+/// them the observing middleware.
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
         .route("/", get(root))
@@ -696,7 +632,13 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v2/models/{name}/ready", get(v2_model_ready))
         .route("/v2/models/{name}/infer", post(v2_infer))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            (state.clone(), body_limit),
+            observe,
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }

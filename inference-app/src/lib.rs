@@ -1,13 +1,12 @@
-//! inference-app: a candle house-price model served by axum, instrumented only through the
-//! standard `OTEL_*` environment (exactly what kotel injects).
+//! inference-app: a candle house-price model served by axum, instrumented on the stock
+//! OpenTelemetry SDK through the standard `OTEL_*` environment (exactly what kotel injects).
 
+pub mod dropped;
 pub mod http;
 pub mod load;
-pub mod log_writer;
 pub mod metrics;
 pub mod model;
-pub mod otlp;
-pub mod recorder;
+pub mod prometheus;
 pub mod serve;
 pub mod telemetry;
 pub mod train;

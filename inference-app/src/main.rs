@@ -3,16 +3,10 @@
 use clap::{Parser, Subcommand};
 use inference_app::{load, serve, train};
 
-/// Spans, log records and responses are allocated on tokio workers and freed on the exporter
-/// threads; glibc's arenas lock on those cross-thread frees, jemalloc's thread caches do not.
+/// jemalloc: spans and log records are allocated on Tokio's workers and freed on the
+/// exporters' threads, which glibc's allocator handles with lock contention and fragmentation.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Two arenas are enough for two cores, and freed pages go back to the system within a
-/// second: this keeps the service's RSS near its live data.
-#[allow(non_upper_case_globals)]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(

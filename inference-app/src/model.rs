@@ -98,6 +98,29 @@ impl Bounds {
     }
 }
 
+/// Values of one feature outside the training data: answered, with a warning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutOfRange<'a> {
+    /// The feature's name.
+    pub feature: &'a str,
+    /// The first such value.
+    pub first: f64,
+    /// How many rows had one.
+    pub count: u64,
+    /// The training range.
+    pub trained: [f64; 2],
+}
+
+impl std::fmt::Display for OutOfRange<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} is outside the training range {} to {}: the prediction is an extrapolation",
+            self.feature, self.first, self.trained[0], self.trained[1]
+        )
+    }
+}
+
 /// Why a model cannot be loaded or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -313,25 +336,22 @@ impl Model {
         Ok(())
     }
 
-    /// The features of a (valid) batch that lie outside the training data, each named once
-    /// with its range: the predictions for them are extrapolations.
-    pub fn warnings(&self, rows: &[Vec<f64>]) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, (b, name)) in self
-            .card
-            .bounds
-            .iter()
-            .zip(&self.card.feature_names)
+    /// The features with values outside the training range, each with how many rows.
+    pub fn out_of_range(&self, rows: &[Vec<f64>]) -> Vec<OutOfRange<'_>> {
+        let features = self.card.bounds.iter().zip(&self.card.feature_names);
+        features
             .enumerate()
-        {
-            if let Some(v) = rows.iter().map(|r| r[i]).find(|v| !b.trained_on(*v)) {
-                out.push(format!(
-                    "{name} {v} is outside the training range {} to {}: the prediction is an extrapolation",
-                    b.trained[0], b.trained[1]
-                ));
-            }
-        }
-        out
+            .filter_map(|(i, (b, name))| {
+                let mut outside = rows.iter().map(|r| r[i]).filter(|v| !b.trained_on(*v));
+                let first = outside.next()?;
+                Some(OutOfRange {
+                    feature: name,
+                    first,
+                    count: 1 + outside.count() as u64,
+                    trained: b.trained,
+                })
+            })
+            .collect()
     }
 
     /// Predicts every row in one forward pass.

@@ -1,5 +1,5 @@
 //! `serve`: load the model, set up telemetry and logging, and run the HTTP service until
-//! SIGTERM, then drain requests and flush telemetry.
+//! SIGTERM, then drain requests and flush all three signals.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,23 +7,26 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::Resource;
+use tracing::Subscriber;
+use tracing_appender::non_blocking::NonBlockingBuilder;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::http::{AppState, DEFAULT_BODY_LIMIT, router};
-use crate::log_writer;
 use crate::metrics::AppMetrics;
 use crate::model::Model;
-use crate::recorder::{Recorder, Sinks};
 use crate::telemetry;
 
-/// Bytes of JSON log lines that may wait for stdout before lines are dropped.
-const LOG_BUFFER_CAP: usize = 4 << 20;
-/// Finished requests that may wait for the recorder before their spans and log records are
-/// dropped (about 300 bytes each).
-const RECORD_QUEUE: usize = 8192;
+/// JSON lines that may wait for stdout; beyond them lines are dropped (and counted), so a
+/// request never waits for a slow log reader.
+const LOG_LINES: usize = 16_384;
 
 /// Serve options.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,127 +42,114 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
 }
 
+/// Whether a log record comes from the telemetry pipeline itself (the SDK, its HTTP and gRPC
+/// clients): those go to stdout only, since over OTLP they would feed the exporter they report
+/// on.
+fn from_the_pipeline(target: &str) -> bool {
+    ["opentelemetry", "hyper", "h2", "tonic", "tower", "reqwest"]
+        .iter()
+        .any(|p| target.starts_with(p))
+}
+
+/// One JSON object per log line, its fields at the top level.
+pub fn json_lines<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer)
+}
+
 /// Runs the service (blocking until shutdown).
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    // The model is tiny: spreading one forward pass over a thread pool costs far more in
-    // synchronisation than the matmul itself (it halved throughput), and requests are already
-    // parallel across tokio's workers. RAYON_NUM_THREADS set by the user still wins.
+    // A 1×1 model gains nothing from a thread pool per forward pass: requests are already
+    // parallel across Tokio's workers. RAYON_NUM_THREADS set by the user still wins.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: no other thread exists yet; this runs before the runtime and any candle call.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     }
     // Refuse to start without a usable model, before anything else happens.
-    let model = Model::load(&args.model_dir)?;
-    let env = telemetry::parse(|k| std::env::var(k).ok());
+    let model = Arc::new(Model::load(&args.model_dir)?);
+    // https endpoints: the TLS provider of reqwest's and tonic's rustls.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let resource = Resource::builder().build();
-    // The exporters, their gRPC/HTTP connections and the log writer run on threads of their
-    // own at a lower CPU priority. tonic encodes a batch inside its connection task: on the
-    // request runtime that held a worker for a millisecond or two per batch.
-    let (export_rt, tel, log) = telemetry::at_background_priority(|| {
-        let export_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("otel-export")
-            .enable_all()
-            .build();
-        let tel = match &export_rt {
-            Ok(ert) => {
-                let _g = ert.enter();
-                telemetry::init(env, resource, (&model.card.name, &model.card.version))
-            }
-            Err(e) => Err(anyhow::anyhow!("starting the telemetry runtime: {e}")),
-        };
-        let dropped = tel.as_ref().map(|t| t.dropped.clone()).unwrap_or_default();
-        let log = log_writer::spawn(std::io::stdout(), LOG_BUFFER_CAP, dropped);
-        (export_rt, tel, log)
-    });
-    let export_rt = export_rt?;
-    let mut tel = tel?;
-    let (writer, _log_guard) = log?;
+
+    let choice = telemetry::choose(|k| std::env::var(k).ok());
+    let tel = {
+        let _rt = rt.enter();
+        telemetry::init(choice, Resource::builder().build())?
+    };
+    let (writer, _flush_on_exit) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stdout());
+    tel.dropped.watch_log_lines(writer.error_counter());
     let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(writer.clone())
-        .boxed();
-    let otel_logs = tel
-        .logger
-        .as_ref()
-        .map(|p| opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p).boxed());
+    let json = json_lines(writer);
+    let otlp = tel.logger.as_ref().map(|p| {
+        OpenTelemetryTracingBridge::new(p)
+            .with_filter(filter_fn(|m| !from_the_pipeline(m.target())))
+    });
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt)
-        .with(otel_logs)
+        .with(json)
+        .with(otlp)
         .try_init()?;
-    for w in &tel.env.warnings {
+    for w in &tel.choice.warnings {
         tracing::warn!("{w}");
     }
-    for n in &tel.notes {
-        tracing::info!("{n}");
-    }
 
-    let (name, version) = (&model.card.name, &model.card.version);
-    let meter = tel.meter.as_ref().map(|p| p.meter("inference-app"));
-    let metrics = Arc::new(AppMetrics::new(
-        meter.as_ref(),
-        name,
-        version,
-        tel.dropped.clone(),
-    ));
-    let metrics_export = match tel.otlp_metrics.take() {
-        Some(out) => Some(telemetry::at_background_priority(|| metrics.export(out))?),
-        None => None,
-    };
-    let sinks = Sinks {
-        logs: tel.access_logs.take(),
-        spans: tel.spans.take(),
-    };
-    let recorder = Recorder::new(sinks, RECORD_QUEUE, tel.dropped.clone());
-    let recording = telemetry::at_background_priority(|| recorder.start())?;
-    let state = AppState::new(
-        Arc::new(model),
+    let card = &model.card;
+    let meter = tel.meter.meter("inference-app");
+    let metrics = AppMetrics::new(&meter, &card.name, &card.version, tel.dropped.clone());
+    let state = Arc::new(AppState::new(
+        model.clone(),
         metrics,
-        recorder.clone(),
-        tel.env.endpoint.clone(),
-    )
-    .with_access_log(writer);
-    let state = Arc::new(state);
+        tel.scrape.clone(),
+        tel.tracer.tracer("inference-app"),
+        tel.tracing(),
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty()),
+    ));
     // Warm up: one forward pass before reporting ready.
-    let f = state.model.features();
-    state.model.predict(&[vec![1500.0; f]])?;
+    model.predict(&[vec![1500.0; model.features()]])?;
     state.ready.store(true, Ordering::Release);
 
     let app = router(state.clone(), args.max_body_bytes);
-    let res = rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
-        tracing::info!(addr = %listener.local_addr()?, model = %state.model.card.name, version = %state.model.card.version,
-            tracing_enabled = state.recorder.tracing(), "serving");
+        tracing::info!(addr = %listener.local_addr()?, model = %card.name, version = %card.version,
+            tracing_enabled = state.tracing, "serving");
         // A reply goes out in one write; Nagle's algorithm would only hold it back.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
-                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-                tracing::info!("shutting down: draining requests");
-            })
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+            tracing::info!("shutting down: draining requests");
+        })
+        .await?;
         anyhow::Ok(())
     });
-    // Flush telemetry on the blocking side: the batch exporters run on their own threads.
-    // Queued requests become spans and log records first (metrics are already recorded).
+    // The exporters block on their threads while the runtime's workers run their connections.
     tracing::info!("stopped serving; flushing telemetry");
-    recording.stop();
-    if let Some(m) = metrics_export {
-        m.stop();
-    }
     tel.shutdown();
     drop(rt);
-    drop(export_rt);
-    res
+    served
 }

@@ -1,19 +1,20 @@
 //! Every endpoint and every kind of bad input, in process, with spans captured in memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use inference_app::dropped::Dropped;
 use inference_app::http::{AppState, router};
-use inference_app::log_writer::LogWriter;
 use inference_app::metrics::AppMetrics;
 use inference_app::model::{Kind, Model};
-use inference_app::recorder::{Recorder, Sinks, SpanOut, SpanShape, SpanSink};
+use inference_app::prometheus::Scrape;
 use inference_app::train::{TrainArgs, train};
-use opentelemetry::InstrumentationScope;
-use opentelemetry::trace::SpanKind;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, Sampler};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry::trace::{SpanKind, TracerProvider as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -21,6 +22,8 @@ struct Fixture {
     app: axum::Router,
     state: Arc<AppState>,
     spans: InMemorySpanExporter,
+    /// Shut down when dropped, so held for as long as the test.
+    _meter: SdkMeterProvider,
 }
 
 /// The model, trained once per test binary: tests run in parallel, and one of them reading the
@@ -46,47 +49,40 @@ fn model() -> Model {
     Model::load(dir).unwrap()
 }
 
+/// The service with spans kept in memory (exported as each ends) and metrics read by
+/// `/metrics`.
 fn fixture(body_limit: usize) -> Fixture {
-    fixture_with(body_limit, None)
-}
-
-fn fixture_with(body_limit: usize, access_log: Option<LogWriter>) -> Fixture {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     let spans = InMemorySpanExporter::default();
-    let dropped = Arc::new(AtomicU64::new(0));
-    let recorder = Recorder::new(
-        Sinks {
-            spans: Some(SpanSink {
-                out: SpanOut::Sdk(inference_app::recorder::exporter(spans.clone())),
-                batching: Default::default(),
-                sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-                shape: SpanShape {
-                    scope: InstrumentationScope::builder("test").build(),
-                    model: ["house-price".into(), "1.0.0".into()],
-                },
-            }),
-            ..Default::default()
-        },
-        1024,
-        dropped.clone(),
+    let tracer = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let scrape = Scrape::default();
+    let meter = SdkMeterProvider::builder()
+        .with_reader(scrape.clone())
+        .build();
+    let metrics = AppMetrics::new(
+        &meter.meter("test"),
+        "house-price",
+        "1.0.0",
+        Dropped::default(),
     );
-    let mut state = AppState::new(
+    let state = Arc::new(AppState::new(
         Arc::new(model()),
-        Arc::new(AppMetrics::new(None, "house-price", "1.0.0", dropped)),
-        recorder,
+        metrics,
+        scrape,
+        tracer.tracer("test"),
+        true,
         Some("http://localhost:4318".into()),
-    );
-    if let Some(w) = access_log {
-        state = state.with_access_log(w);
-    }
-    let state = Arc::new(state);
+    ));
     state.ready.store(true, Ordering::Release);
     Fixture {
         app: router(state.clone(), body_limit),
         state,
         spans,
+        _meter: meter,
     }
 }
 
@@ -192,24 +188,11 @@ async fn predict_single_and_batch() {
     assert_eq!(v["request_id"], "mine-123");
     assert_eq!(h["x-request-id"], "mine-123");
 
-    // Ids up to 128 bytes are kept; a longer one is replaced by a generated one.
-    for (len, kept) in [(128, true), (129, false)] {
-        let mine = "r".repeat(len);
-        let req = Request::post("/predict")
-            .header("content-type", "application/json")
-            .header("x-request-id", &mine)
-            .body(Body::from(r#"{"features": [1500]}"#))
-            .unwrap();
-        let (_, h, v) = call(&f, req).await;
-        let id = v["request_id"].as_str().unwrap();
-        assert_eq!(h["x-request-id"].to_str().unwrap(), id);
-        if kept {
-            assert_eq!(id, mine);
-        } else {
-            assert_eq!(id.len(), 32, "{id}");
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
-        }
-    }
+    // Without one, tower-http generates a UUID.
+    let (_, h, v) = call(&f, post("/predict", r#"{"features": [1500]}"#)).await;
+    let id = v["request_id"].as_str().unwrap();
+    assert_eq!(h["x-request-id"].to_str().unwrap(), id);
+    assert_eq!(id.len(), 36, "{id}");
 }
 
 #[tokio::test]
@@ -350,10 +333,11 @@ async fn bad_input_is_a_4xx_that_names_the_problem() {
             .unwrap_or_else(|| panic!("{what}: no error field in {v}"));
         assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
     }
-    let metrics = f.state.metrics.encode();
+    let metrics = f.state.scrape.render();
     assert!(
-        metrics
-            .contains(r#"inference_requests_total{model="house-price",outcome="invalid_input"}"#),
+        metrics.contains(
+            r#"inference_requests_total{model_name="house-price",outcome="invalid_input"}"#
+        ),
         "{metrics}"
     );
 }
@@ -388,7 +372,6 @@ async fn spans_continue_the_incoming_trace_with_child_spans() {
         .unwrap();
     let (_, _, v) = call(&f, req).await;
     assert_eq!(v["trace_id"], tid);
-    f.state.recorder.flush();
     let spans = f.spans.get_finished_spans().unwrap();
     let server = spans
         .iter()
@@ -408,7 +391,7 @@ async fn spans_continue_the_incoming_trace_with_child_spans() {
     assert_eq!(attr("http.route").as_deref(), Some("/predict"));
     assert_eq!(attr("http.response.status_code").as_deref(), Some("200"));
     assert_eq!(attr("url.path").as_deref(), Some("/predict"));
-    for child in ["preprocess", "inference", "postprocess"] {
+    for child in ["preprocess", "inference"] {
         let c = spans
             .iter()
             .find(|s| s.name == child)
@@ -433,14 +416,15 @@ async fn metrics_endpoint_exposes_service_and_model_metrics() {
     call(&f, post("/predict", r#"{"features": [1500]}"#)).await;
     let body = metrics_text(&f).await;
     for needle in [
-        "http_server_request_duration_seconds_bucket",
-        "http_server_active_requests",
-        r#"inference_requests_total{model="house-price",outcome="ok"} 1"#,
-        "inference_duration_seconds_count",
+        r#"http_server_request_duration_seconds_bucket{le="0.005",http_request_method="POST",http_response_status_code="200",http_route="/predict"}"#,
+        r#"http_server_active_requests{http_request_method="POST",http_route="/predict"} 0"#,
+        r#"inference_requests_total{model_name="house-price",outcome="ok"} 1"#,
+        r#"inference_duration_seconds_count{model_name="house-price"} 1"#,
         "inference_prediction_bucket",
-        "inference_batch_size_bucket",
-        r#"model_info{name="house-price",version="1.0.0"} 1"#,
-        "telemetry_dropped_items_total 0",
+        r#"inference_batch_size_bucket{le="1.0",model_name="house-price"} 1"#,
+        r#"model_info{model_name="house-price",model_version="1.0.0"} 1"#,
+        r#"telemetry_dropped_items_total{signal="spans"} 0"#,
+        r#"telemetry_dropped_items_total{signal="log_lines"} 0"#,
     ] {
         assert!(body.contains(needle), "/metrics lacks {needle}:\n{body}");
     }
@@ -463,18 +447,20 @@ impl std::io::Write for Captured {
 /// A trace id with a leading zero, which a hex formatting without width would drop.
 const ZERO_LED: &str = "0af7651916cd43dd8448eb211c80319c";
 
-/// Sends two requests under `filter` and returns the JSON lines written.
+/// Sends two requests with the service's JSON log layer under `filter` and returns the lines
+/// written.
 async fn access_lines(filter: &str) -> (Value, Vec<Value>) {
     use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let _subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new(filter))
-        .set_default();
     let out = Captured::default();
-    let (writer, guard) =
-        inference_app::log_writer::spawn(out.clone(), 1 << 20, Arc::new(AtomicU64::new(0)))
-            .unwrap();
-    let f = fixture_with(1 << 20, Some(writer));
+    let writer = {
+        let out = out.clone();
+        move || out.clone()
+    };
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(filter))
+        .with(inference_app::serve::json_lines(writer));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let f = fixture(1 << 20);
     let req = Request::post("/predict")
         .header("content-type", "application/json")
         .header("x-request-id", "line-\"quoted\"")
@@ -483,8 +469,6 @@ async fn access_lines(filter: &str) -> (Value, Vec<Value>) {
         .unwrap();
     let (_, _, reply) = call(&f, req).await;
     call(&f, post("/predict", "not json")).await;
-    drop(f);
-    drop(guard);
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     let lines = text
         .lines()
@@ -501,22 +485,28 @@ async fn every_request_writes_one_json_access_line_with_its_trace() {
     assert_eq!(reply["trace_id"], ZERO_LED);
     assert_eq!(ok["trace_id"], ZERO_LED);
     assert_eq!(ok["span_id"].as_str().unwrap().len(), 16);
-    assert_eq!(ok["request_id"], "line-\"quoted\"");
-    assert_eq!(ok["http.method"], "POST");
+    assert_eq!(ok["request.id"], "line-\"quoted\"");
+    assert_eq!(ok["http.request.method"], "POST");
     assert_eq!(ok["http.route"], "/predict");
     assert_eq!(ok["url.path"], "/predict");
-    assert_eq!(ok["http.status"], 200);
+    assert_eq!(ok["http.response.status_code"], 200);
     assert!(ok["latency_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(ok["level"], "INFO");
     assert_eq!(ok["message"], "request served");
     assert_eq!(ok["target"], "access");
     let ts = ok["timestamp"].as_str().unwrap();
     assert!(
-        chrono::DateTime::parse_from_rfc3339(ts).is_ok() && ts.ends_with('Z') && ts.len() == 27,
-        "{ts}"
+        chrono_free_rfc3339(ts),
+        "{ts} is not an RFC 3339 UTC timestamp"
     );
-    assert_eq!(lines[1]["http.status"], 400);
+    assert_eq!(lines[1]["http.response.status_code"], 400);
     assert_ne!(lines[1]["trace_id"], ok["trace_id"]);
+}
+
+/// `2026-11-30T05:55:12.123456Z`: a date, `T`, a time, `Z`.
+fn chrono_free_rfc3339(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    ts.len() >= 20 && b[4] == b'-' && b[10] == b'T' && b[13] == b':' && ts.ends_with('Z')
 }
 
 #[tokio::test]
@@ -575,4 +565,17 @@ async fn inputs_outside_the_models_world_are_refused_or_flagged() {
     );
     let (_, _, v) = call(&f, post("/predict", r#"{"features": [1500]}"#)).await;
     assert!(v.get("warnings").is_none(), "{v}");
+    // Counted by feature, once per value outside: one above, and two rows of a batch.
+    call(
+        &f,
+        post("/predict", r#"{"instances": [[9000], [1500], [12000]]}"#),
+    )
+    .await;
+    let body = metrics_text(&f).await;
+    assert!(
+        body.contains(
+            r#"inference_out_of_range_total{feature="square_feet",model_name="house-price"} 3"#
+        ),
+        "{body}"
+    );
 }

@@ -69,6 +69,12 @@ impl LogsService for Sink {
     }
 }
 
+/// An HTTP client (reqwest's rustls, as the app's, needs its crypto provider installed).
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -195,7 +201,7 @@ async fn serve(dir: &std::path::Path, env: &[(&str, String)]) -> (Server, String
     }
     let server = Server(cmd.spawn().unwrap());
     let base = format!("http://127.0.0.1:{app_port}");
-    let client = reqwest::Client::new();
+    let client = client();
     let start = Instant::now();
     loop {
         if client
@@ -250,7 +256,7 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
         ],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = client();
     let health: serde_json::Value = client
         .get(format!("{base}/health"))
         .send()
@@ -333,7 +339,7 @@ async fn traces_metrics_and_logs_reach_an_otlp_receiver_with_the_injected_identi
             .find(|s| hex(&s.trace_id) == joined && s.name == "POST /predict")
             .unwrap();
         assert_eq!(hex(&server.parent_span_id), "b7ad6b7169203331");
-        for child in ["preprocess", "inference", "postprocess"] {
+        for child in ["preprocess", "inference"] {
             assert!(
                 spans
                     .iter()
@@ -515,7 +521,7 @@ async fn otlp_http_carries_every_signal_with_the_configured_headers() {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
     // The default protocol is http/protobuf; the general endpoint gets /v1/<signal> appended.
-    // Ten minutes between metric exports: the only one in this test is the last, at SIGTERM.
+    // Ten minutes between exports of every signal: what arrives is what SIGTERM flushed.
     let (mut server, base) = serve(
         &dir,
         &[
@@ -526,10 +532,12 @@ async fn otlp_http_carries_every_signal_with_the_configured_headers() {
             ),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team%20a".into()),
             ("OTEL_METRIC_EXPORT_INTERVAL", "600000".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000".into()),
+            ("OTEL_BLRP_SCHEDULE_DELAY", "600000".into()),
         ],
     )
     .await;
-    let r: serde_json::Value = reqwest::Client::new()
+    let r: serde_json::Value = client()
         .post(format!("{base}/predict"))
         .json(&serde_json::json!({"features": [1800]}))
         .send()
@@ -539,31 +547,29 @@ async fn otlp_http_carries_every_signal_with_the_configured_headers() {
         .await
         .unwrap();
     let trace_id = r["trace_id"].as_str().unwrap().to_string();
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
 
-    wait_until("the request's four spans over OTLP/HTTP", || {
-        let t = sink.traces.lock().unwrap();
-        t.iter()
-            .flat_map(|(r, _)| &r.resource_spans)
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-            .filter(|s| hex(&s.trace_id) == trace_id)
-            .count()
-            == 4
-    })
-    .await;
-    wait_until("its access record over OTLP/HTTP", || {
-        let l = sink.logs.lock().unwrap();
+    let t = sink.traces.lock().unwrap();
+    let spans = t
+        .iter()
+        .flat_map(|(r, _)| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .filter(|s| hex(&s.trace_id) == trace_id)
+        .count();
+    assert_eq!(spans, 3, "the request's spans, flushed at SIGTERM");
+    drop(t);
+    let l = sink.logs.lock().unwrap();
+    assert!(
         l.iter()
             .flat_map(|(r, _)| &r.resource_logs)
             .flat_map(|rl| &rl.scope_logs)
             .flat_map(|sl| &sl.log_records)
-            .any(|rec| hex(&rec.trace_id) == trace_id)
-    })
-    .await;
-    assert!(sink.metrics.lock().unwrap().is_empty(), "no export yet");
-    let status = server.terminate();
-    assert!(status.success(), "{status}");
-    // Sent at shutdown, and counting the request.
+            .any(|rec| hex(&rec.trace_id) == trace_id),
+        "its access record, flushed at SIGTERM"
+    );
+    drop(l);
     let m = sink.metrics.lock().unwrap();
     assert_eq!(m.len(), 1, "one export, at SIGTERM");
     assert_eq!(inference_requests(&m[0].0).map(|(_, v)| v).sum::<i64>(), 1);
@@ -586,4 +592,72 @@ async fn otlp_http_carries_every_signal_with_the_configured_headers() {
             .iter()
             .all(|(_, h)| h == "team a")
     );
+}
+
+/// The value of one `/metrics` series (the first line that starts with `series`).
+async fn scraped(base: &str, series: &str) -> Option<f64> {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// With nothing listening at the collector's address, every request is still answered, and the
+/// spans and log records of the failed exports are counted in `telemetry.dropped_items`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_fails_no_request_and_its_losses_are_counted() {
+    let dir = trained("down");
+    let nobody = free_port();
+    for protocol in ["grpc", "http/protobuf"] {
+        let (mut server, base) = serve(
+            &dir,
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://127.0.0.1:{nobody}"),
+                ),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.into()),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".into()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+                ("OTEL_BLRP_SCHEDULE_DELAY", "100".into()),
+            ],
+        )
+        .await;
+        let requests = 20;
+        for i in 0..requests {
+            let r = client()
+                .post(format!("{base}/predict"))
+                .json(&serde_json::json!({"features": [1000 + i]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{protocol}: request {i}");
+        }
+        let spans = r#"telemetry_dropped_items_total{signal="spans"}"#;
+        let logs = r#"telemetry_dropped_items_total{signal="log_records"}"#;
+        let start = Instant::now();
+        loop {
+            let counted = (
+                scraped(&base, spans).await.unwrap_or(0.0),
+                scraped(&base, logs).await.unwrap_or(0.0),
+            );
+            if counted.0 >= f64::from(3 * requests) && counted.1 >= f64::from(requests) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{protocol}: lost spans and log records counted: {counted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(server.terminate().success(), "{protocol}");
+    }
 }
