@@ -11,9 +11,9 @@ COPY . .
 # Caches survive between builds on the same machine (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p kotel-operator -p inference-app \
+    cargo build --release --locked -p kotel-operator -p inference-app -p loadgen \
  && mkdir -p /out \
- && cp target/release/kotel-operator target/release/inference-app /out/ \
+ && cp target/release/kotel-operator target/release/inference-app target/release/loadgen /out/ \
  && /out/inference-app train --out /out/model
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS operator
@@ -25,6 +25,8 @@ ENTRYPOINT ["/usr/local/bin/kotel-operator"]
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS inference-app
 COPY --from=build /out/inference-app /usr/local/bin/inference-app
+# The load generator, for client pods (`kubectl run --command -- /usr/local/bin/loadgen`).
+COPY --from=build /out/loadgen /usr/local/bin/loadgen
 # The trained model and its card; `serve` refuses to start if they do not match.
 COPY --from=build /out/model /model
 USER 65532:65532

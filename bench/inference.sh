@@ -30,8 +30,9 @@ if [ ! -x "$venv/bin/uvicorn" ]; then
     opentelemetry-exporter-otlp-proto-grpc opentelemetry-instrumentation-fastapi \
     opentelemetry-instrumentation-logging grpcio
 fi
-cargo build -q --profile benchmark -p inference-app
+cargo build -q --profile benchmark -p inference-app -p loadgen
 app=${CARGO_TARGET_DIR:-target}/benchmark/inference-app
+loadgen=${CARGO_TARGET_DIR:-target}/benchmark/loadgen
 "$app" train --out "$work/model" >/dev/null
 cp "$peer/app.py" "$peer/house_price_model.pkl" "$work/"
 
@@ -112,7 +113,7 @@ row() {
 per_request() {
   local pid=$1 rate=$2 a0 s0 a1 s1
   a0=$(ticks "$pid"); s0=$(ticks "$sink_pid")
-  "$app" load --url "http://127.0.0.1:$port/predict" --rate "$rate" --duration "$duration" --concurrency 32 --quiet >"$work/paced"
+  "$loadgen" --url "http://127.0.0.1:$port/predict" --rate "$rate" --duration "$duration" --concurrency 32 >"$work/paced"
   sleep 1.5   # the last batches reach the sink
   a1=$(ticks "$pid"); s1=$(ticks "$sink_pid")
   cat "$work/paced"
@@ -204,7 +205,7 @@ own_off=$(per_round_cpu on off 1 'b')
 sink_on=$(per_round_cpu on off 2 'a')
 overhead=$(per_round on off '(1-a/b)*100')
 overhead_sampled=$(per_round sampled off '(1-a/b)*100')
-dropped=$(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{print $2}')
+dropped=$(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{s+=$2} END{print s+0}')
 half=$(awk -v r="$on_rps" 'BEGIN{printf "%d", r/2}')
 # Paced at half the max rate, on and off take turns too (three rounds); the medians are kept.
 for i in 1 2 3; do
@@ -217,7 +218,7 @@ median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR + 1) / 2)]}'; }
 half_p99=$(for i in 1 2 3; do awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/half.on.$i"; done | median)
 cost_on="$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.on.$i"; done | median) $(for i in 1 2 3; do awk '/^cost/{print $3}' "$work/half.on.$i"; done | median)"
 cost_off=$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.off.$i"; done | median)
-dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{print $2}') - dropped ))
+dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{s+=$2} END{print s+0}') - dropped ))
 for mode in on sampled off; do kill "${mode_pid[$mode]}" 2>/dev/null || true; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
 
 cat "$work/table"
@@ -226,7 +227,7 @@ awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v
   printf "\n- inference-app with telemetry on / Python seed, one worker, within each of %d rounds: %sx (median, min-max)\n", runs, ratio
   printf "- telemetry overhead (1 - on/off) within each round: %s%%; with traces sampled at 10%%: %s%%\n", oh, ohs
   printf "- at saturation, CPU per request within each round: service %s us on, %s us off (its own overhead: %s%%); OTLP sink %s us\n", own_on, own_off, own, sink_on
-  printf "- p99 at half the max rate (%d req/s, inference-app load, median of 3): %s ms\n", hr, half
+  printf "- p99 at half the max rate (%d req/s, loadgen, median of 3): %s ms\n", hr, half
   printf "- CPU per request at that paced rate (medians of 3 alternating runs): %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
   printf "- items dropped (spans, OTLP log records, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh
 }'

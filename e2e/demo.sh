@@ -26,7 +26,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "building the operator and the inference app"
-cargo build -q -p kotel-operator -p inference-app
+cargo build -q -p kotel-operator -p inference-app -p loadgen
 bin=${CARGO_TARGET_DIR:-target}/debug/kotel-operator
 app=${CARGO_TARGET_DIR:-target}/debug/inference-app
 
@@ -90,8 +90,8 @@ if [ "$mode" = node ]; then
   kubectl get pods -n demo -l app.kubernetes.io/name=house-price -o go-template='{{range .items}}{{.metadata.name}}:{{range .status.initContainerStatuses}} {{.name}} started={{.started}}{{end}}{{range .status.containerStatuses}} {{.name}} ready={{.ready}}{{end}}{{"\n"}}{{end}}'
 
   say "a client pod posts 20 predictions to http://house-price.demo.svc.cluster.local:8000/predict"
-  kubectl run demo-client -n demo --restart=Never --image="kotel/inference-app:$tag" -- \
-    load --url http://house-price.demo.svc.cluster.local:8000/predict --requests 20 --concurrency 2 --quiet --replies >/dev/null
+  kubectl run demo-client -n demo --restart=Never --image="kotel/inference-app:$tag" \
+    --command -- /usr/local/bin/loadgen --url http://house-price.demo.svc.cluster.local:8000/predict --requests 20 --concurrency 2 --replies >/dev/null
   for _ in $(seq 120); do
     phase=$(kubectl get pod -n demo demo-client -o jsonpath='{.status.phase}')
     [ "$phase" = Succeeded ] || [ "$phase" = Failed ] && break
@@ -199,7 +199,7 @@ for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18000/ready && br
 say "POST /predict {\"features\":[1500]}"
 curl -s -XPOST http://127.0.0.1:18000/predict -H 'content-type: application/json' -d '{"features":[1500]}'
 echo
-"$app" load --url http://127.0.0.1:18000/predict --requests 20 --concurrency 2 --quiet | grep 'requests:' || true
+"${app%/*}/loadgen" --url http://127.0.0.1:18000/predict --requests 20 --concurrency 2 | grep 'requests:' || true
 for _ in $(seq 50); do grep -q 'Name           : POST /predict' "$KOTEL_E2E_DIR/collector.log" && break; sleep 0.2; done
 say "what the collector received: the resource of the first span batch, then the spans by name"
 show_received "$KOTEL_E2E_DIR/collector.log"

@@ -2,7 +2,7 @@
 # OCI images of kotel's binaries, built without Docker, for the e2e node (and for kind):
 #
 #   operator        /usr/local/bin/kotel-operator             as the Dockerfile's `operator` stage
-#   inference-app   /usr/local/bin/inference-app and /model   as the Dockerfile's `inference-app` stage
+#   inference-app   /usr/local/bin/inference-app, loadgen and /model   as the Dockerfile's `inference-app` stage
 #   otelcol-kotel   /otelcol-kotel (the tests' Collector, built by ocb; user 10001 as upstream's)
 #   pause           /pause (the pod sandbox, compiled from the k8s.io/kubernetes module's pause.c)
 #   python-agent, java-agent, nodejs-agent
@@ -21,7 +21,7 @@
 #   e2e/images.sh names    print the image references
 #
 # Binaries come from the workspace's debug build ($CARGO_TARGET_DIR/debug; run
-# `cargo build -p kotel-operator -p inference-app` first) and $KOTEL_E2E_CACHE/bin
+# `cargo build -p kotel-operator -p inference-app -p loadgen` first) and $KOTEL_E2E_CACHE/bin
 # (`e2e/controlplane.sh build`). Images are named kotel/<name>:$KOTEL_E2E_IMAGE_TAG (default e2e).
 set -euo pipefail
 
@@ -184,7 +184,7 @@ cmd_build() {
   base_rootfs
   app_runtimes
   local inputs=(
-    "$target/kotel-operator" "$target/inference-app" "$cache/bin/otelcol-kotel" "$cache/bin/pause"
+    "$target/kotel-operator" "$target/inference-app" "$target/loadgen" "$cache/bin/otelcol-kotel" "$cache/bin/pause"
     "$cache/base/stamp" "${BASH_SOURCE[0]}"
     "$cache"/runtime-{python,java,nodejs}/stamp "$cache"/app-{python,nodejs}/stamp
     "$repo/agents/build.sh" "$repo/agents/python/requirements.txt" "$repo/agents/java/version.txt"
@@ -192,7 +192,7 @@ cmd_build() {
     "$repo/e2e/apps/python/main.py" "$repo/e2e/apps/java/App.java" "$repo/e2e/apps/nodejs/server.js"
   )
   local f
-  for f in "${inputs[@]}"; do [ -e "$f" ] || die "$f is missing (cargo build -p kotel-operator -p inference-app; e2e/controlplane.sh build)"; done
+  for f in "${inputs[@]}"; do [ -e "$f" ] || die "$f is missing (cargo build -p kotel-operator -p inference-app -p loadgen; e2e/controlplane.sh build)"; done
   local stamp
   stamp=$( (echo "$tag"; cat "${inputs[@]}") | sha256sum | cut -c1-16)
   if [ -f "$out/images.tar" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
@@ -212,9 +212,11 @@ cmd_build() {
     --config.exposedports 8080/tcp --config.entrypoint /usr/local/bin/kotel-operator
 
   stripped "$target/inference-app" "$files/inference-app"
+  stripped "$target/loadgen" "$files/loadgen"
   "$target/inference-app" train --out "$files/model" >/dev/null
   new_image inference-app base
-  add_layer inference-app "usr/local/bin/inference-app=$files/inference-app" "model=$files/model"
+  add_layer inference-app "usr/local/bin/inference-app=$files/inference-app" \
+    "usr/local/bin/loadgen=$files/loadgen" "model=$files/model"
   config inference-app --config.user 65532:65532 --config.workingdir /home/nonroot \
     --config.exposedports 8000/tcp --config.entrypoint /usr/local/bin/inference-app \
     --config.cmd serve --config.cmd --model-dir --config.cmd /model

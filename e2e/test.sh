@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "unit and property tests"
 cargo test --workspace --exclude kotel-e2e
 step "build the operator and the inference app"
-cargo build -p kotel-operator -p inference-app
+cargo build -p kotel-operator -p inference-app -p loadgen
 cargo test -p kotel-e2e --no-run
 
 if [ -n "${KOTEL_E2E_KUBECONFIG:-}" ]; then

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{EnvVar, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -453,6 +453,15 @@ pub fn series_value(exposition: &str, series: &str) -> Option<f64> {
 
 /// A minimal HTTP GET over loopback (status, body).
 pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    http_request("GET", url, None).await
+}
+
+/// A minimal HTTP/1.1 request over loopback, with a JSON body if any (status, body).
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    json: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").context("http:// URL")?;
     let (host, path) = rest
@@ -460,8 +469,19 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
         .map(|(h, p)| (h, format!("/{p}")))
         .unwrap_or((rest, "/".into()));
     let mut s = tokio::net::TcpStream::connect(host).await?;
+    let body = json.unwrap_or_default();
+    let content = match json {
+        Some(b) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ),
+        None => String::new(),
+    };
     s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{content}Connection: close\r\n\r\n{body}"
+        )
+        .as_bytes(),
     )
     .await?;
     let mut buf = Vec::new();
@@ -669,7 +689,6 @@ pub fn container_env(
 /// with exactly the OTEL_* env it is given (inherited OTEL_* variables are removed).
 pub struct InferenceApp {
     _proc: Proc,
-    bin: PathBuf,
     /// Its `host:port`.
     pub addr: String,
 }
@@ -718,30 +737,17 @@ impl InferenceApp {
                 .is_ok_and(|(c, _)| c == 200))
         })
         .await?;
-        Ok(InferenceApp {
-            _proc: proc,
-            bin: bin.to_path_buf(),
-            addr,
-        })
+        Ok(InferenceApp { _proc: proc, addr })
     }
 
-    /// Sends `requests` POST /predict requests with the app's own load generator.
-    pub fn load(&self, requests: u32) -> anyhow::Result<()> {
-        let load = Command::new(&self.bin)
-            .args([
-                "load",
-                "--url",
-                &format!("http://{}/predict", self.addr),
-                "--requests",
-                &requests.to_string(),
-            ])
-            .args(["--concurrency", "2", "--quiet"])
-            .output()?;
-        assert!(
-            load.status.success(),
-            "{}",
-            String::from_utf8_lossy(&load.stderr)
-        );
+    /// Sends `requests` predictions, one after another, each of which must succeed.
+    pub async fn load(&self, requests: u32) -> anyhow::Result<()> {
+        for i in 0..requests {
+            let body = format!(r#"{{"features": [{}]}}"#, 1000 + 10 * i);
+            let url = format!("http://{}/predict", self.addr);
+            let (code, reply) = http_request("POST", &url, Some(&body)).await?;
+            ensure!(code == 200, "POST /predict {body}: {code} {reply}");
+        }
         Ok(())
     }
 }

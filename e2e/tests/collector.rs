@@ -206,7 +206,7 @@ async fn the_inference_app_with_kotels_env_reaches_a_real_collector() -> anyhow:
 
     // The app, as the pod would run it, with a model and some traffic.
     let app = InferenceApp::start(&app_bin, &work, &env).await?;
-    app.load(20)?;
+    app.load(20).await?;
 
     let wanted = [
         "service.name: Str(house-price)",

@@ -308,8 +308,9 @@ fn client_pod(name: &str, app_ns: &str, n: u32) -> Value {
             "containers": [{
                 "name": "client",
                 "image": image("inference-app"),
-                "args": ["load", "--url", format!("http://{APP}.{app_ns}.svc.cluster.local:8000/predict"),
-                         "--requests", n.to_string(), "--concurrency", "1", "--quiet", "--replies"],
+                "command": ["/usr/local/bin/loadgen"],
+                "args": ["--url", format!("http://{APP}.{app_ns}.svc.cluster.local:8000/predict"),
+                         "--requests", n.to_string(), "--concurrency", "1", "--replies"],
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                     "capabilities": {"drop": ["ALL"]}}
             }]

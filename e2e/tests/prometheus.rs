@@ -50,7 +50,7 @@ async fn prometheus_scrapes_the_operator_and_the_inference_app() -> anyhow::Resu
     )
     .await?;
     let app_addr = app.addr.clone();
-    app.load(40)?;
+    app.load(40).await?;
 
     // Prometheus, scraping both every second.
     let prom_addr = format!("127.0.0.1:{}", free_port());
@@ -83,7 +83,7 @@ async fn prometheus_scrapes_the_operator_and_the_inference_app() -> anyhow::Resu
         ("sum(kotel_injected_workloads)", 0.0),
         ("sum(inference_requests_total{outcome=\"ok\"})", 40.0),
         (
-            "sum(http_server_request_duration_seconds_count{route=\"/predict\"})",
+            "sum(http_server_request_duration_seconds_count{http_route=\"/predict\"})",
             40.0,
         ),
         ("sum(inference_duration_seconds_count)", 40.0),

@@ -3,7 +3,6 @@
 
 pub mod dropped;
 pub mod http;
-pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod prometheus;

@@ -1,7 +1,7 @@
-//! `inference-app train | serve | load`.
+//! `inference-app train | serve`.
 
 use clap::{Parser, Subcommand};
-use inference_app::{load, serve, train};
+use inference_app::{serve, train};
 
 /// jemalloc: spans and log records are allocated on Tokio's workers and freed on the
 /// exporters' threads, which glibc's allocator handles with lock contention and fragmentation.
@@ -25,8 +25,6 @@ enum Command {
     Train(train::TrainArgs),
     /// Serve the model over HTTP.
     Serve(serve::ServeArgs),
-    /// Generate load against a running service.
-    Load(load::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,13 +35,5 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(a) => serve::run(a),
-        Command::Load(a) => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let report = rt.block_on(load::run(&a))?;
-            print!("{}", report.render());
-            Ok(())
-        }
     }
 }

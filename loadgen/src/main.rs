@@ -1,5 +1,6 @@
-//! `load`: a closed-loop load generator with an optional rate limit, printing count, errors,
-//! achieved rate, latency percentiles and a histogram.
+//! `loadgen`: a closed-loop HTTP/1.1 load generator with an optional rate, printing count,
+//! errors, achieved rate and latency percentiles. It drives the inference benchmark, the e2e
+//! client pods and the demo; it is not part of the service.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -11,7 +12,12 @@ use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
 /// Load options.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "POST a JSON body to a URL, closed-loop or at a rate"
+)]
 pub struct LoadArgs {
     /// Target URL.
     #[arg(long, default_value = "http://127.0.0.1:8000/predict")]
@@ -31,9 +37,6 @@ pub struct LoadArgs {
     /// JSON body to POST.
     #[arg(long, default_value = r#"{"features": [1500]}"#)]
     pub body: String,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
     /// Print every reply's body on a line of its own (before the summary), so that a caller
     /// can see each reply's trace_id and request_id.
     #[arg(long)]
@@ -63,7 +66,7 @@ impl Report {
     pub fn render(&self) -> String {
         let ms = |us: u64| us as f64 / 1000.0;
         let h = &self.hist;
-        let mut s = format!(
+        format!(
             "requests: {}  errors: {}  elapsed: {:.2}s  rate: {:.1} req/s\nlatency ms: min {:.3}  mean {:.3}  p50 {:.3}  p90 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}\n",
             self.count,
             self.errors,
@@ -76,37 +79,7 @@ impl Report {
             ms(h.value_at_quantile(0.95)),
             ms(h.value_at_quantile(0.99)),
             ms(h.max()),
-        );
-        let bounds = [
-            0.25,
-            0.5,
-            1.0,
-            2.0,
-            5.0,
-            10.0,
-            25.0,
-            50.0,
-            100.0,
-            f64::INFINITY,
-        ];
-        let mut prev = 0u64;
-        for b in bounds {
-            let upto = if b.is_finite() {
-                h.count_between(0, (b * 1000.0) as u64)
-            } else {
-                h.len()
-            };
-            let n = upto.saturating_sub(prev);
-            prev = upto;
-            let bar = "#".repeat(((n as f64 / h.len().max(1) as f64) * 50.0).round() as usize);
-            let label = if b.is_finite() {
-                format!("≤ {b:>6} ms")
-            } else {
-                "  > 100 ms".to_string()
-            };
-            s.push_str(&format!("  {label} {n:>9} {bar}\n"));
-        }
-        s
+        )
     }
 }
 
@@ -204,32 +177,19 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
     } else {
         args.requests
     };
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else if let Some(d) = args.duration {
-        indicatif::ProgressBar::new(d as u64).with_message("seconds")
-    } else {
-        indicatif::ProgressBar::new(total)
-    };
     let per_worker =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.concurrency as f64 / args.rate));
     let start = Instant::now();
     let mut workers = Vec::new();
     for w in 0..args.concurrency {
-        let (hist, done, errors, issued, bar) = (
-            hist.clone(),
-            done.clone(),
-            errors.clone(),
-            issued.clone(),
-            bar.clone(),
-        );
+        let (hist, done, errors, issued) =
+            (hist.clone(), done.clone(), errors.clone(), issued.clone());
         let mut conn = Conn {
             authority: authority.clone(),
             sender: None,
         };
         let path = path.clone();
         let body = Bytes::from(args.body.clone());
-        let timed = deadline.is_some();
         let print_reply = args.replies;
         workers.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
@@ -256,24 +216,14 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
                 if !ok {
                     errors.fetch_add(1, Ordering::Relaxed);
                 }
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if !timed && n % 100 == 0 {
-                    bar.set_position(n);
-                }
+                done.fetch_add(1, Ordering::Relaxed);
             }
             hist.lock().await.add(&local).expect("same bounds");
         }));
     }
-    if let Some(d) = deadline {
-        while Instant::now() < d {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            bar.set_position(start.elapsed().as_secs());
-        }
-    }
     for w in workers {
         w.await?;
     }
-    bar.finish_and_clear();
     let hist = Arc::try_unwrap(hist)
         .map_err(|_| anyhow::anyhow!("workers still hold the histogram"))?
         .into_inner();
@@ -283,6 +233,16 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         elapsed: start.elapsed(),
         hist,
     })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = <LoadArgs as clap::Parser>::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(run(&args))?;
+    print!("{}", report.render());
+    Ok(())
 }
 
 #[cfg(test)]
