@@ -154,7 +154,7 @@ for mode in "${modes[@]}"; do
         sampled) extra=(OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
           label="inference-app, telemetry on, traces sampled at 10%" ;;
       esac
-      env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+      env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" >"$work/app.$mode.log" 2>&1 &
       mode_pid[$mode]=$!; pids+=($!)
       mode_url[$mode]="http://127.0.0.1:$port/predict"
       mode_label[$mode]=$label
@@ -215,21 +215,23 @@ for i in 1 2 3; do
   per_request "${mode_pid[off]}" "$half" >"$work/half.off.$i"
 done
 median() { sort -n | awk '{v[NR]=$1} END{print v[int((NR + 1) / 2)]}'; }
-half_p99=$(for i in 1 2 3; do awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/half.on.$i"; done | median)
+p99_of() { for i in 1 2 3; do awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/half.$1.$i"; done | median; }
+half_p99=$(p99_of on)
+half_p99_off=$(p99_of off)
 cost_on="$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.on.$i"; done | median) $(for i in 1 2 3; do awk '/^cost/{print $3}' "$work/half.on.$i"; done | median)"
 cost_off=$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.off.$i"; done | median)
 dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{s+=$2} END{print s+0}') - dropped ))
 for mode in on sampled off; do kill "${mode_pid[$mode]}" 2>/dev/null || true; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
 
 cat "$work/table"
-awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v sink_on="$sink_on" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
+awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v sink_on="$sink_on" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v half_off="$half_p99_off" -v sdk_drops="$(cat "$work"/app.*.log | grep -c 'DroppingStarted' || true)" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
   split(c, con, " ")
   printf "\n- inference-app with telemetry on / Python seed, one worker, within each of %d rounds: %sx (median, min-max)\n", runs, ratio
   printf "- telemetry overhead (1 - on/off) within each round: %s%%; with traces sampled at 10%%: %s%%\n", oh, ohs
   printf "- at saturation, CPU per request within each round: service %s us on, %s us off (its own overhead: %s%%); OTLP sink %s us\n", own_on, own_off, own, sink_on
-  printf "- p99 at half the max rate (%d req/s, loadgen, median of 3): %s ms\n", hr, half
+  printf "- p99 at half the max rate (%d req/s, loadgen, median of 3): %s ms with telemetry on, %s ms with OTEL_SDK_DISABLED=true: %.2fx\n", hr, half, half_off, half / half_off
   printf "- CPU per request at that paced rate (medians of 3 alternating runs): %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
-  printf "- items dropped (spans, OTLP log records, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate\n", d, dh
+  printf "- items dropped (failed exports, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate; batch processors that logged a full queue (SpanDroppingStarted, LogDroppingStarted): %d\n", d, dh, sdk_drops
 }'
 case $sink in
   seed) echo "- OTLP sink (the seed's otlp_sink.py) received: $(tail -1 "$work/sink.log")" ;;

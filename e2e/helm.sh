@@ -19,7 +19,16 @@ case "${1:-lint}" in
     grep -q "alert: KotelRolloutStuck" <<<"$out" || { echo "the PrometheusRule lacks the rule file" >&2; exit 1; }
     promtool check rules "$rules/kotel.rules.yaml"
     promtool test rules "$rules/kotel.rules.test.yaml"
-    echo "charts lint and render; alert rules check and pass their tests"
+    # The dashboards: each chart renders its JSON into a ConfigMap the Grafana sidecar picks up
+    # (their queries run against real data in e2e/tests/prometheus.rs).
+    for chart in kotel-operator inference-app; do
+      out=$("$helm" template kotel "charts/$chart" --set dashboards.enabled=true)
+      grep -q 'grafana_dashboard: "1"' <<<"$out" || { echo "$chart: no dashboard ConfigMap" >&2; exit 1; }
+      for f in charts/$chart/dashboards/*.json; do
+        grep -q "^  ${f##*/}: " <<<"$out" || { echo "$chart: the ConfigMap lacks ${f##*/}" >&2; exit 1; }
+      done
+    done
+    echo "charts lint and render; alert rules check and pass their tests; dashboards render"
     ;;
   *) echo "usage: $0 lint" >&2; exit 2 ;;
 esac

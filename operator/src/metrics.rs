@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,6 +33,21 @@ pub struct RolloutLabels {
     pub state: String,
 }
 
+/// What the operator writes (the `kind` of `kotel_writes_total`).
+pub const WRITE_KINDS: [&str; 8] = [
+    "deployment",
+    "statefulset",
+    "daemonset",
+    "cronjob",
+    "gateway",
+    "status",
+    "event",
+    "validation",
+];
+
+/// Why a reconcile fails (the `reason` of `kotel_reconcile_errors_total`).
+pub const ERROR_REASONS: [&str; 2] = ["kube", "status"];
+
 /// Every metric the operator exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -49,21 +66,61 @@ pub struct Metrics {
 }
 
 impl Default for Metrics {
+    /// Every series a label can take starts at 0, so that `rate()` and the dashboards see a
+    /// series before the first error or write.
     fn default() -> Self {
-        Metrics {
+        let m = Metrics {
             reconciles: Counter::default(),
             errors: Family::default(),
             duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             injected: Gauge::default(),
             writes: Family::default(),
             rollouts: Family::default(),
+        };
+        for kind in WRITE_KINDS {
+            drop(m.writes.get_or_create(&WriteLabels { kind: kind.into() }));
         }
+        for reason in ERROR_REASONS {
+            drop(m.errors.get_or_create(&ErrorLabels {
+                reason: reason.into(),
+            }));
+        }
+        m.set_rollouts([]);
+        m
+    }
+}
+
+/// `process_resident_memory_bytes`, read from `/proc/self/status` at each scrape.
+/// prometheus-client has no process collector, and this is the one process metric the
+/// dashboard and the benchmarks read.
+#[derive(Debug)]
+struct Resident;
+
+impl Collector for Resident {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
+        if let Some(kib) = kib {
+            encoder
+                .encode_descriptor(
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(kib * 1024))?;
+        }
+        Ok(())
     }
 }
 
 impl Metrics {
     /// Registers the metrics under the `kotel` prefix.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(Resident));
         let r = registry.sub_registry_with_prefix("kotel");
         r.register(
             "reconciles",
@@ -139,24 +196,16 @@ impl Metrics {
 
     /// Total writes so far, of every kind.
     pub fn total_writes(&self) -> u64 {
-        [
-            "deployment",
-            "statefulset",
-            "daemonset",
-            "cronjob",
-            "gateway",
-            "status",
-            "event",
-        ]
-        .iter()
-        .map(|k| {
-            self.writes
-                .get_or_create(&WriteLabels {
-                    kind: k.to_string(),
-                })
-                .get()
-        })
-        .sum()
+        WRITE_KINDS
+            .iter()
+            .map(|k| {
+                self.writes
+                    .get_or_create(&WriteLabels {
+                        kind: k.to_string(),
+                    })
+                    .get()
+            })
+            .sum()
     }
 }
 
@@ -186,6 +235,9 @@ mod tests {
             "kotel_rollouts{state=\"pending\"} 0",
             "kotel_rollouts{state=\"complete\"} 2",
             "kotel_rollouts{state=\"failed\"} 1",
+            "kotel_writes_total{kind=\"validation\"} 0",
+            "kotel_reconcile_errors_total{reason=\"status\"} 0",
+            "process_resident_memory_bytes ",
         ] {
             assert!(out.contains(name), "{name} missing from:\n{out}");
         }
