@@ -124,6 +124,7 @@ cmd_build() {
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy
   build_tool helm helm.sh/helm/v3/cmd/helm
   build_tool coredns kotel.dev/e2e/tools/coredns
+  build_tool tiltcheck kotel.dev/e2e/tools/tiltcheck
   build_pause
   build_collector
   say "binaries ready in $bin"

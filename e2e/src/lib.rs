@@ -635,16 +635,22 @@ pub fn tempdir(prefix: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The collector the tests run (built by `e2e/controlplane.sh build` with ocb).
-pub fn otelcol() -> anyhow::Result<PathBuf> {
-    which("otelcol-kotel")
+/// A binary `e2e/controlplane.sh build` made: on PATH, else in `~/.cache/kotel-e2e/bin`.
+pub fn built_tool(name: &str) -> anyhow::Result<PathBuf> {
+    which(name)
         .or_else(|| {
             let p = std::env::var_os("HOME")
                 .map(PathBuf::from)?
-                .join(".cache/kotel-e2e/bin/otelcol-kotel");
+                .join(".cache/kotel-e2e/bin")
+                .join(name);
             p.is_file().then_some(p)
         })
-        .ok_or_else(|| anyhow::anyhow!("otelcol-kotel not found: run e2e/controlplane.sh build"))
+        .ok_or_else(|| anyhow::anyhow!("{name} not found: run e2e/controlplane.sh build"))
+}
+
+/// The collector the tests run (built by `e2e/controlplane.sh build` with ocb).
+pub fn otelcol() -> anyhow::Result<PathBuf> {
+    built_tool("otelcol-kotel")
 }
 
 /// The environment a kubelet would give a container with `env`: values, the pod-name,
