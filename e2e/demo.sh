@@ -26,8 +26,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "building the operator and the inference app"
-cargo build -q -p kotel-operator -p inference-app -p loadgen
+cargo build -q -p kotel-operator -p inference-app -p loadgen -p kotel-e2e --bin trace-tree
 bin=${CARGO_TARGET_DIR:-target}/debug/kotel-operator
+trace_tree=${CARGO_TARGET_DIR:-target}/debug/trace-tree
 app=${CARGO_TARGET_DIR:-target}/debug/inference-app
 
 say "building the cluster's binaries and the images (cached under ~/.cache/kotel-e2e)"
@@ -55,6 +56,8 @@ show_received() {
   grep -o 'Name           : .*' "$log" | sort | uniq -c
   grep -q 'Name           : POST /predict' "$log" \
     || { echo "no request spans arrived; the collector's log:"; tail -20 "$log"; exit 1; }
+  say "the last three traces, as a trace view would show them (spans under their parents, durations, who made them)"
+  "$trace_tree" "$log" 3
 }
 
 if [ "$mode" = node ]; then

@@ -16,16 +16,39 @@ pub enum Signal {
 }
 
 /// A span as the debug exporter prints it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Span {
     /// Hex trace id.
     pub trace_id: String,
+    /// Hex span id.
+    pub span_id: String,
+    /// Hex id of the parent span, empty for a root.
+    pub parent_id: String,
     /// Span name.
     pub name: String,
     /// `Server`, `Internal`, ...
     pub kind: String,
+    /// `Start time` and `End time` as printed (`2026-11-30 00:13:37.45028779 +0000 UTC`).
+    pub start: String,
+    /// See `start`.
+    pub end: String,
     /// The span's attributes; string values without their `Str(...)` wrapper.
     pub attributes: BTreeMap<String, String>,
+}
+
+impl Span {
+    /// The span's duration, when both of its times parse.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        let t = |s: &str| -> Option<jiff::Timestamp> {
+            let s = s.strip_suffix(" UTC")?;
+            jiff::fmt::strtime::parse("%Y-%m-%d %H:%M:%S%.f %z", s)
+                .ok()?
+                .to_timestamp()
+                .ok()
+        };
+        let d = t(&self.end)?.duration_since(t(&self.start)?);
+        std::time::Duration::try_from(d).ok()
+    }
 }
 
 /// One resource block: its resource attributes and, for traces, its spans.
@@ -71,7 +94,7 @@ pub fn parse(log: &str) -> Vec<Resource> {
     let mut in_attributes = false;
     // Inside the `Attributes:` block of the span pushed last.
     let mut in_span_attributes = false;
-    let mut span: Option<(String, String)> = None;
+    let mut span: Option<Span> = None;
     for line in log.lines() {
         if let Some(signal) = signal_of(line) {
             out.push(Resource {
@@ -126,24 +149,33 @@ pub fn parse(log: &str) -> Vec<Resource> {
             continue;
         };
         let v = v.trim().to_string();
-        match field.trim_end() {
-            "Trace ID" if line.starts_with("    ") => span = Some((v, String::new())),
-            "Name" => {
-                if let Some(s) = span.as_mut() {
-                    s.1 = v;
+        let field = field.trim_end();
+        if field == "Trace ID" && line.starts_with("    ") {
+            span = Some(Span {
+                trace_id: v,
+                ..Span::default()
+            });
+            continue;
+        }
+        if let Some(s) = span.as_mut() {
+            match field {
+                "Parent ID" => s.parent_id = v,
+                "ID" => s.span_id = v,
+                "Name" => s.name = v,
+                "Kind" => {
+                    s.kind = v;
+                    current.spans.extend(span.take());
                 }
+                _ => {}
             }
-            "Kind" => {
-                if let Some((trace_id, name)) = span.take() {
-                    current.spans.push(Span {
-                        trace_id,
-                        name,
-                        kind: v,
-                        attributes: BTreeMap::new(),
-                    });
-                }
+        } else if line.starts_with("    ")
+            && let Some(last) = current.spans.last_mut()
+        {
+            match field {
+                "Start time" => last.start = v,
+                "End time" => last.end = v,
+                _ => {}
             }
-            _ => {}
         }
     }
     out
@@ -190,6 +222,8 @@ Span #1
     ID             : 0000000000000001
     Name           : inference
     Kind           : Internal
+    Start time     : 2026-11-30 00:13:37.450300 +0000 UTC
+    End time       : 2026-11-30 00:13:37.450425 +0000 UTC
 2026-11-30T00:13:41.668Z\tinfo\tResourceMetrics #0
 Resource attributes:
      -> service.name: Str(house-price)
@@ -215,18 +249,30 @@ ScopeMetrics #0
             [
                 Span {
                     trace_id: "ccda9d849698922c76012c989e2d8cdd".into(),
+                    span_id: "89982caf1fa65334".into(),
                     name: "POST /predict".into(),
                     kind: "Server".into(),
-                    attributes: [("http.request.method".to_string(), "POST".to_string())].into()
+                    start: "2026-11-30 00:13:37.45028779 +0000 UTC".into(),
+                    attributes: [("http.request.method".to_string(), "POST".to_string())].into(),
+                    ..Span::default()
                 },
                 Span {
                     trace_id: "ccda9d849698922c76012c989e2d8cdd".into(),
+                    span_id: "0000000000000001".into(),
+                    parent_id: "89982caf1fa65334".into(),
                     name: "inference".into(),
                     kind: "Internal".into(),
-                    attributes: BTreeMap::new()
+                    start: "2026-11-30 00:13:37.450300 +0000 UTC".into(),
+                    end: "2026-11-30 00:13:37.450425 +0000 UTC".into(),
+                    attributes: BTreeMap::new(),
                 }
             ]
         );
+        assert_eq!(
+            r[1].spans[1].duration(),
+            Some(std::time::Duration::from_micros(125))
+        );
+        assert_eq!(r[1].spans[0].duration(), None, "no end time");
         assert_eq!(r[2].attr("process.pid"), Some("Int(7)"));
         assert_eq!(
             r[2].attributes.len(),

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod debug_exporter;
+pub mod trace_tree;
 pub mod workloads;
 
 use std::path::PathBuf;
