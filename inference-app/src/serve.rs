@@ -2,6 +2,7 @@
 //! SIGTERM, then drain requests and flush all three signals.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -81,16 +82,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
 
+    // The exporters' connections run on a runtime of their own: tonic encodes a batch in its
+    // connection task, which on the request runtime held a worker for a millisecond a batch.
+    let export_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("otel-export")
+        .enable_all()
+        .build()?;
     let choice = telemetry::choose(|k| std::env::var(k).ok());
     let tel = {
-        let _rt = rt.enter();
+        let _rt = export_rt.enter();
         telemetry::init(choice, Resource::builder().build())?
     };
+    // The writer thread flushes whenever its queue runs empty, so lines that queued up while it
+    // wrote go out in one write(2) instead of one each (stdout itself flushes every line).
+    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
     let (writer, _flush_on_exit) = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_LINES)
         .thread_name("log-writer")
-        .finish(std::io::stdout());
+        .finish(std::io::BufWriter::with_capacity(1 << 16, stdout));
     tel.dropped.watch_log_lines(writer.error_counter());
     let filter = EnvFilter::try_from_env("LOG_LEVEL").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = json_lines(writer);
@@ -151,5 +162,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("stopped serving; flushing telemetry");
     tel.shutdown();
     drop(rt);
+    drop(export_rt);
     served
 }

@@ -1,7 +1,7 @@
 //! The `Collector` custom resource, and the pure checks on its configuration: parsing (object or
 //! YAML string), validation, and the ports its receivers listen on.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -181,6 +181,23 @@ pub enum ConfigError {
     /// A pipeline has a bad name or shape.
     #[error("spec.config.service.pipelines.{0}: {1}")]
     BadPipeline(String, String),
+    /// Two receivers that pipelines use listen on the same port: the collector would fail to
+    /// start with "address already in use".
+    #[error(
+        "spec.config.receivers: {first} and {second} both listen on {transport} port {port}, so the collector could not start; give one of them another endpoint (e.g. endpoint: 0.0.0.0:{alternative})"
+    )]
+    DuplicatePort {
+        /// The first receiver protocol (`otlp` grpc, say, as `otlp.protocols.grpc`).
+        first: String,
+        /// The second one.
+        second: String,
+        /// TCP or UDP.
+        transport: &'static str,
+        /// The port.
+        port: u16,
+        /// A free port to suggest.
+        alternative: u16,
+    },
     /// A pipeline or the service names a component that is not defined.
     #[error(
         "spec.config.service.{at} names {kind} '{id}', which is not defined under spec.config.{section}; define it there or remove it from the list"
@@ -266,6 +283,7 @@ pub fn validate_config(config: &Value) -> Result<ValidConfig, ConfigError> {
         _ => return Err(ConfigError::NoPipelines),
     };
 
+    let mut used = BTreeSet::new();
     for (name, pipeline) in pipelines {
         let signal = name.split('/').next().unwrap_or_default();
         if !matches!(signal, "traces" | "metrics" | "logs" | "profiles") {
@@ -311,6 +329,7 @@ pub fn validate_config(config: &Value) -> Result<ValidConfig, ConfigError> {
             ));
         }
         let at = |key: &str| format!("pipelines.{name}.{key}");
+        used.extend(recv.iter().cloned());
         for id in recv {
             if !receivers.contains(&id) && !connectors.contains(&id) {
                 return Err(ConfigError::Undefined {
@@ -359,7 +378,82 @@ pub fn validate_config(config: &Value) -> Result<ValidConfig, ConfigError> {
         }
         Some(_) => return Err(ConfigError::SectionNotAMapping("service.extensions".into())),
     }
+    // Only the receivers that pipelines use are started, so only they can collide.
+    let mut bound: BTreeMap<(u16, &'static str), String> = BTreeMap::new();
+    for l in listeners(&value)
+        .into_iter()
+        .filter(|l| used.contains(&l.receiver))
+    {
+        let at = if l.protocol.is_empty() {
+            l.receiver.clone()
+        } else {
+            format!("{}.protocols.{}", l.receiver, l.protocol)
+        };
+        if let Some(first) = bound.get(&(l.port, l.transport)) {
+            let taken: BTreeSet<u16> = bound.keys().map(|(p, _)| *p).collect();
+            let alternative = (l.port.saturating_add(1)..=u16::MAX)
+                .find(|p| !taken.contains(p))
+                .unwrap_or(l.port);
+            return Err(ConfigError::DuplicatePort {
+                first: first.clone(),
+                second: at,
+                transport: l.transport,
+                port: l.port,
+                alternative,
+            });
+        }
+        bound.insert((l.port, l.transport), at);
+    }
     Ok(ValidConfig { value })
+}
+
+/// One port a receiver protocol listens on.
+struct Listener {
+    receiver: String,
+    /// The protocol key (`grpc`), empty for receivers without protocols.
+    protocol: &'static str,
+    /// The port name's suffix.
+    suffix: &'static str,
+    port: u16,
+    transport: &'static str,
+}
+
+/// Every port the well-known receivers listen on, in receiver order: the default port of each
+/// enabled protocol, or the port of its `endpoint`.
+fn listeners(config: &Value) -> Vec<Listener> {
+    let mut out = Vec::new();
+    let Some(receivers) = config.get("receivers").and_then(Value::as_object) else {
+        return out;
+    };
+    for (id, cfg) in receivers {
+        let ty = id.split('/').next().unwrap_or_default();
+        for &(rtype, protocol, suffix, default, transport) in KNOWN_RECEIVER_PORTS {
+            if rtype != ty {
+                continue;
+            }
+            let section = if protocol.is_empty() {
+                Some(cfg)
+            } else {
+                // Without `protocols` the otlp receiver enables nothing; jaeger and zipkin
+                // need their protocols listed too.
+                cfg.get("protocols").and_then(|p| p.get(protocol))
+            };
+            let Some(section) = section else { continue };
+            let port = section
+                .get("endpoint")
+                .and_then(Value::as_str)
+                .and_then(endpoint_port)
+                .unwrap_or(default);
+            out.push(Listener {
+                receiver: id.clone(),
+                protocol,
+                suffix,
+                port,
+                transport,
+            });
+        }
+    }
+    out
 }
 
 /// Well-known receiver ports: (receiver type, protocol key, port name suffix, port, transport).
@@ -376,44 +470,17 @@ const KNOWN_RECEIVER_PORTS: &[(&str, &str, &str, u16, &str)] = &[
 /// The ports the collector's receivers listen on, in receiver order: the well-known default
 /// port of each enabled protocol, or the port of its `endpoint` when one is set.
 pub fn derive_ports(config: &ValidConfig) -> Vec<CollectorPort> {
-    let mut ports: Vec<CollectorPort> = Vec::new();
-    let Some(receivers) = config.value.get("receivers").and_then(Value::as_object) else {
-        return ports;
-    };
     let mut seen = BTreeSet::new();
-    for (id, cfg) in receivers {
-        let ty = id.split('/').next().unwrap_or_default();
-        for &(rtype, proto, suffix, default, transport) in KNOWN_RECEIVER_PORTS {
-            if rtype != ty {
-                continue;
-            }
-            let section = if proto.is_empty() {
-                Some(cfg.clone())
-            } else {
-                match cfg.get("protocols") {
-                    Some(p) => p.get(proto).cloned(),
-                    // Without `protocols` the otlp receiver enables nothing; jaeger and zipkin
-                    // need their protocols listed too.
-                    None => None,
-                }
-            };
-            let Some(section) = section else { continue };
-            let port = section
-                .get("endpoint")
-                .and_then(Value::as_str)
-                .and_then(endpoint_port)
-                .unwrap_or(default);
-            if !seen.insert((port, transport)) {
-                continue;
-            }
-            ports.push(CollectorPort {
-                name: port_name(id, suffix),
-                port: i32::from(port),
-                protocol: transport.to_string(),
-            });
-        }
-    }
-    ports
+    listeners(&config.value)
+        .into_iter()
+        // An unused receiver may share a used one's port (it is never started).
+        .filter(|l| seen.insert((l.port, l.transport)))
+        .map(|l| CollectorPort {
+            name: port_name(&l.receiver, l.suffix),
+            port: i32::from(l.port),
+            protocol: l.transport.to_string(),
+        })
+        .collect()
 }
 
 fn endpoint_port(endpoint: &str) -> Option<u16> {
@@ -647,6 +714,57 @@ mod tests {
         fn validation_never_panics(s in ".{0,200}") {
             let _ = validate_config(&Value::String(s));
         }
+    }
+
+    #[test]
+    fn two_used_receivers_on_one_port_are_refused_naming_both_and_a_free_port() {
+        let config = |second_used: bool| {
+            let receivers = if second_used {
+                json!(["otlp", "otlp/two"])
+            } else {
+                json!(["otlp"])
+            };
+            json!({
+                "receivers": {
+                    "otlp": {"protocols": {"grpc": {}, "http": {}}},
+                    "otlp/two": {"protocols": {"grpc": {"endpoint": "0.0.0.0:4317"}}},
+                },
+                "exporters": {"debug": {}},
+                "service": {"pipelines": {"traces": {"receivers": receivers, "exporters": ["debug"]}}},
+            })
+        };
+        let e = validate_config(&config(true)).unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::DuplicatePort {
+                first: "otlp.protocols.grpc".into(),
+                second: "otlp/two.protocols.grpc".into(),
+                transport: "TCP",
+                port: 4317,
+                alternative: 4319,
+            }
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("spec.config.receivers") && msg.contains("0.0.0.0:4319"),
+            "{msg}"
+        );
+        // Unused, the second receiver is never started: accepted, and one port each.
+        let ok = validate_config(&config(false)).unwrap();
+        assert_eq!(
+            derive_ports(&ok).iter().map(|p| p.port).collect::<Vec<_>>(),
+            [4317, 4318]
+        );
+        // grpc and http of one receiver on one port collide too.
+        let same = json!({
+            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": ":4318"}, "http": {}}}},
+            "exporters": {"debug": {}},
+            "service": {"pipelines": {"logs": {"receivers": ["otlp"], "exporters": ["debug"]}}},
+        });
+        assert!(matches!(
+            validate_config(&same),
+            Err(ConfigError::DuplicatePort { port: 4318, .. })
+        ));
     }
 
     #[test]
