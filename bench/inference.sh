@@ -20,7 +20,7 @@ conns=${CONNECTIONS:-64}
 work=$(mktemp -d /tmp/kotel-bench-inference.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; pkill -f "uvicorn app:app --host 127.0.0.1 --port 1899" 2>/dev/null || true; }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$work"' EXIT
 
 [ -d "$peer" ] || { echo "the Python peer is not at $peer (set PEER_DIR)" >&2; exit 1; }
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -154,7 +154,8 @@ for mode in "${modes[@]}"; do
         sampled) extra=(OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
           label="inference-app, telemetry on, traces sampled at 10%" ;;
       esac
-      env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" >"$work/app.$mode.log" 2>&1 &
+      env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" \
+        > >(grep --line-buffered 'DroppingStarted' >"$work/app.$mode.drops") 2>&1 &
       mode_pid[$mode]=$!; pids+=($!)
       mode_url[$mode]="http://127.0.0.1:$port/predict"
       mode_label[$mode]=$label
@@ -224,7 +225,7 @@ dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^
 for mode in on sampled off; do kill "${mode_pid[$mode]}" 2>/dev/null || true; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
 
 cat "$work/table"
-awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v sink_on="$sink_on" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v half_off="$half_p99_off" -v sdk_drops="$(cat "$work"/app.*.log | grep -c 'DroppingStarted' || true)" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
+awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v sink_on="$sink_on" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v half_off="$half_p99_off" -v sdk_drops="$(cat "$work"/app.*.drops | wc -l)" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
   split(c, con, " ")
   printf "\n- inference-app with telemetry on / Python seed, one worker, within each of %d rounds: %sx (median, min-max)\n", runs, ratio
   printf "- telemetry overhead (1 - on/off) within each round: %s%%; with traces sampled at 10%%: %s%%\n", oh, ohs
