@@ -42,7 +42,6 @@ sleep 35
 q() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
 panels=(
   'sum by (http_route, http_response_status_code) (rate(http_server_request_duration_seconds_count[30s]))'
-  'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{http_route="/predict"}[30s])))'
   'sum by (le) (rate(inference_prediction_bucket[30s]))'
   'sum by (feature) (rate(inference_out_of_range_total[30s]))'
 )
@@ -51,6 +50,6 @@ for i in "${!panels[@]}"; do
   url+="g$i.expr=$(q "${panels[$i]}")&g$i.tab=0&g$i.stacked=0&g$i.range_input=2m&"
 done
 mkdir -p "$(dirname "$out")"
-chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2200 \
+chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1700 \
   --virtual-time-budget=20000 --screenshot="$out" "$url" 2>/dev/null
 echo "wrote $out"
