@@ -4,7 +4,7 @@
 # Prometheus's graph page with the dashboard's main queries, photographed by headless
 # Chromium (Debian's). Not part of the tests.
 #
-#   bash e2e/screenshot.sh [OUT.png]     # default docs/images/app-dashboard.png
+#   bash e2e/screenshot.sh [OUT.png]     # default docs/images/app-dashboard.png: writes -1.png, -2.png
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-docs/images/app-dashboard.png}
@@ -40,16 +40,16 @@ sleep 60
 sleep 35
 
 q() { python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"; }
+# One panel per picture: with more, the page scrolls to the last one's input while loading.
 panels=(
   'sum by (http_route, http_response_status_code) (rate(http_server_request_duration_seconds_count[30s]))'
   'sum by (le) (rate(inference_prediction_bucket[30s]))'
-  'sum by (feature) (rate(inference_out_of_range_total[30s]))'
 )
-url="http://127.0.0.1:19390/graph?"
-for i in "${!panels[@]}"; do
-  url+="g$i.expr=$(q "${panels[$i]}")&g$i.tab=0&g$i.stacked=0&g$i.range_input=2m&"
-done
 mkdir -p "$(dirname "$out")"
-chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1700 \
-  --virtual-time-budget=20000 --screenshot="$out" "$url" 2>/dev/null
-echo "wrote $out"
+for i in "${!panels[@]}"; do
+  url="http://127.0.0.1:19390/graph?g0.expr=$(q "${panels[$i]}")&g0.tab=0&g0.stacked=0&g0.range_input=2m"
+  shot=${out%.png}-$((i + 1)).png
+  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,820 \
+    --virtual-time-budget=20000 --screenshot="$shot" "$url" 2>/dev/null
+  echo "wrote $shot"
+done
