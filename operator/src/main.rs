@@ -62,6 +62,9 @@ struct RunArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The OTLP exporter's HTTP client may be built with rustls and no provider of its own
+    // (when the workspace is built together with the inference app): give it ring's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crds) => {
