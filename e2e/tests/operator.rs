@@ -1062,6 +1062,8 @@ async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
     })
     .await?;
     let writes_settled = op.metric_sum("kotel_writes_total").await?;
+    // An observation window, not a wait: the start-up pass was seen above, and nothing may be
+    // written during the 30 s that follow.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let writes = op.metric_sum("kotel_writes_total").await? - writes_settled;
     let reconciles = op.metric_sum("kotel_reconciles_total").await?;

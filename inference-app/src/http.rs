@@ -432,9 +432,7 @@ async fn root(State(state): State<Arc<AppState>>) -> axum::Json<Value> {
         "service": "inference-app",
         "version": env!("CARGO_PKG_VERSION"),
         "model": {"name": state.model.card.name, "version": state.model.card.version, "features": state.model.card.feature_names},
-        "endpoints": ["GET /", "GET /health", "GET /ready", "POST /predict", "GET /metrics",
-                      "GET /v2", "GET /v2/health/live", "GET /v2/health/ready", "GET /v2/models/{name}",
-                      "GET /v2/models/{name}/ready", "POST /v2/models/{name}/infer"]
+        "endpoints": ENDPOINTS.iter().filter(|e| e.1 != "/predict/").map(|e| e.2).collect::<Vec<_>>()
     }))
 }
 
