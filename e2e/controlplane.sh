@@ -13,6 +13,12 @@
 #                                 containers, mounts, network namespaces, the bridge, iptables
 #                                 chains, the node address; also what an earlier run left behind
 #   e2e/controlplane.sh env       print `export KUBECONFIG=... PATH=...` for a shell
+#   e2e/controlplane.sh restart NAME [SECONDS]
+#                                 a fault for the tests: stop NAME (etcd, kube-apiserver, ...),
+#                                 keep it down SECONDS, start it with the same command line, and
+#                                 wait until the API server is ready again
+#   e2e/controlplane.sh compact   compact etcd's history up to its current revision, so that a
+#                                 watch resuming from an older resourceVersion gets 410 Gone
 #
 # Addresses: the node is 198.19.255.1 (on lo), pods 198.18.0.0/24 on bridge kotel0, Services
 # 198.19.0.0/20; all of 198.18.0.0/15 is the range reserved for benchmark networks, and pods
@@ -185,9 +191,11 @@ current-context: kotel-e2e
 EOF
 }
 
+# start NAME COMMAND...: runs it in the background, keeping its command line for `restart`.
 start() {
   local name=$1; shift
-  "$@" >"$dir/logs/$name.log" 2>&1 &
+  printf '%s\0' "$@" >"$dir/cmds/$name"
+  "$@" >>"$dir/logs/$name.log" 2>&1 &
   echo $! >"$dir/pids/$name"
 }
 
@@ -228,6 +236,7 @@ start_control_plane() {
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "kotel-e2e=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
   wait_http etcd "http://127.0.0.1:$etcd_port/health" 120 || die "etcd failed to start"
+  echo "http://127.0.0.1:$etcd_port" >"$dir/etcd-url"
 
   say "starting kube-apiserver $k8s_version on https://$api_host:$api_port"
   start kube-apiserver "$bin/kube-apiserver" \
@@ -405,7 +414,7 @@ cmd_up() {
   fi
   sweep_stale
   rm -rf "$dir"
-  mkdir -p "$dir/logs" "$dir/pids" "$dir/etcd"
+  mkdir -p "$dir/logs" "$dir/pids" "$dir/cmds" "$dir/etcd"
   pki
   trap 'say "start-up failed; stopping what started"; cmd_down' ERR
   local why
@@ -552,10 +561,39 @@ cmd_env() {
   echo "export PATH=$bin:\$PATH"
 }
 
+cmd_restart() {
+  local name=${1:-} down=${2:-0}
+  [ -n "$name" ] || die "usage: $0 restart NAME [SECONDS]"
+  [ -f "$dir/cmds/$name" ] || die "$dir runs no process named $name (see $dir/cmds)"
+  local args
+  mapfile -d '' args <"$dir/cmds/$name"
+  say "stopping $name for ${down}s"
+  stop_pids "$dir" "$name"
+  sleep "$down"
+  start "$name" "${args[@]}"
+  for _ in $(seq 240); do
+    if kc get --raw /readyz >/dev/null 2>&1; then say "$name restarted; the API server is ready"; return 0; fi
+    sleep 0.5
+  done
+  tail -n 30 "$dir/logs/$name.log" >&2
+  die "the API server was not ready within 120 s of restarting $name"
+}
+
+# etcd's v3 JSON gateway: the current revision, then a physical compaction up to it.
+cmd_compact() {
+  local url revision
+  url=$(cat "$dir/etcd-url") || die "no etcd in $dir"
+  revision=$(curl -fsS -X POST "$url/v3/kv/range" -d '{"key": "AA=="}' | python3 -c 'import json, sys; print(json.load(sys.stdin)["header"]["revision"])')
+  curl -fsS -X POST "$url/v3/kv/compaction" -d "{\"revision\": \"$revision\", \"physical\": true}" >/dev/null
+  say "etcd compacted up to revision $revision"
+}
+
 case "${1:-}" in
   build) cmd_build ;;
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
-  *) echo "usage: $0 build|up|down|env" >&2; exit 2 ;;
+  restart) shift; cmd_restart "$@" ;;
+  compact) cmd_compact ;;
+  *) echo "usage: $0 build|up|down|env|restart NAME [SECONDS]|compact" >&2; exit 2 ;;
 esac

@@ -2,6 +2,7 @@
 //! namespace per test, and the operator as a real process.
 
 pub mod cluster;
+pub mod control_plane;
 pub mod debug_exporter;
 pub mod trace_tree;
 pub mod workloads;
@@ -248,6 +249,78 @@ pub async fn replicasets(
     Ok(list)
 }
 
+/// Waits until each Deployment of `names` has stamped its current (injected) template into a
+/// ReplicaSet, then checks that kotel's injection rolled it exactly once: one ReplicaSet of
+/// kotel's template, and at most two in all (the original one, made before kotel's patch).
+pub async fn wait_rolled_once(
+    client: &Client,
+    ns: &str,
+    names: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let all_rs = || async {
+        anyhow::Ok(
+            Api::<ReplicaSet>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await?
+                .items,
+        )
+    };
+    let owned = |rs: &[ReplicaSet], name: &str| -> Vec<Option<String>> {
+        rs.iter()
+            .filter(|rs| {
+                rs.owner_references()
+                    .iter()
+                    .any(|o| o.kind == "Deployment" && o.name == name)
+            })
+            .map(|rs| {
+                rs.spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(kotel_operator::annotations::template_hash)
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    wait_for(
+        "every injected template stamped into a ReplicaSet",
+        timeout,
+        || async {
+            let rs = all_rs().await?;
+            let list = deployments.list(&ListParams::default()).await?.items;
+            Ok(names.iter().all(|n| {
+                list.iter().find(|d| d.name_any() == *n).is_some_and(|d| {
+                    let seen = d.status.as_ref().and_then(|s| s.observed_generation)
+                        >= d.metadata.generation;
+                    let hash = template_hash(d);
+                    seen && hash.is_some() && owned(&rs, n).contains(&hash)
+                })
+            }))
+        },
+    )
+    .await?;
+    let rs = all_rs().await?;
+    let rolled_more: Vec<String> = names
+        .iter()
+        .filter_map(|n| {
+            let owned = owned(&rs, n);
+            let injected = owned.iter().filter(|h| h.is_some()).count();
+            (owned.len() > 2 || injected != 1).then(|| {
+                format!(
+                    "{n}: {} ReplicaSets, {injected} of kotel's template",
+                    owned.len()
+                )
+            })
+        })
+        .collect();
+    ensure!(
+        rolled_more.is_empty(),
+        "rolled more than once: {rolled_more:?}"
+    );
+    Ok(())
+}
+
 /// Events (events.k8s.io/v1) about one object, by reason.
 pub async fn event_reasons(
     client: &Client,
@@ -401,6 +474,30 @@ impl Operator {
     /// The operator's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process is still running (it has not crashed or exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends a signal by name (`STOP` pauses it, `CONT` resumes it, `KILL`).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Its log lines at WARN level or above.
+    pub fn warnings(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+            .map(str::to_string)
+            .collect()
     }
 
     /// The value of an unlabelled or summed metric from /metrics.

@@ -58,9 +58,7 @@ async fn an_operator_killed_mid_rollout_converges_without_an_extra_replicaset() 
         Ok(deployment_writes(&op).await? >= 3.0)
     })
     .await?;
-    std::process::Command::new("kill")
-        .args(["-KILL", &op.pid().to_string()])
-        .status()?;
+    op.signal("KILL")?;
     let before = deployment_writes(&op).await.ok();
     drop(op);
     let op = Operator::start().await?;
@@ -73,50 +71,8 @@ async fn an_operator_killed_mid_rollout_converges_without_an_extra_replicaset() 
         Ok(true)
     })
     .await?;
-    // No Deployment rolled twice: one ReplicaSet of kotel's template each, besides the
-    // original one where the controller-manager made it before kotel's patch.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    wait_for(
-        "every injected template stamped into a ReplicaSet",
-        T,
-        || async {
-            for n in &names {
-                let d = deployments.get(n).await?;
-                let seen =
-                    d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation;
-                let stamped = replicasets(&client, &ns.name, n).await?.iter().any(|rs| {
-                    rs.spec
-                        .as_ref()
-                        .and_then(|s| s.template.as_ref())
-                        .and_then(kotel_operator::annotations::template_hash)
-                        == template_hash(&d).as_deref()
-                });
-                if !(seen && stamped) {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
-    )
-    .await?;
-    for n in &names {
-        let rs = replicasets(&client, &ns.name, n).await?;
-        let injected = rs
-            .iter()
-            .filter(|rs| {
-                rs.spec
-                    .as_ref()
-                    .and_then(|s| s.template.as_ref())
-                    .and_then(kotel_operator::annotations::template_hash)
-                    .is_some()
-            })
-            .count();
-        assert!(
-            rs.len() <= 2 && injected == 1,
-            "{n}: {} ReplicaSets, {injected} of kotel's",
-            rs.len()
-        );
-    }
+    // No Deployment rolled twice.
+    wait_rolled_once(&client, &ns.name, &names, T).await?;
     assert!(before.is_none(), "the killed operator no longer answers");
     op.stop()?;
     ns.cleanup().await;

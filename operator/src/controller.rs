@@ -371,7 +371,7 @@ pub async fn run(
     .reconcile_all_on(inst_rx)
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_instrumentation, status_error_policy, ctx.clone())
-    .for_each(|_| async {});
+    .for_each(log_watch_error);
     // A gateway object that changes or goes away wakes its Collector, which repairs it; its
     // workload wakes it too when pods become ready or go away.
     let collector_status = Controller::new(
@@ -388,7 +388,7 @@ pub async fn run(
     .reconcile_all_on(col_rx)
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_collector, status_error_policy, ctx.clone())
-    .for_each(|_| async {});
+    .for_each(log_watch_error);
 
     let ready = {
         let stores = stores.clone();
@@ -450,8 +450,20 @@ async fn run_workloads<W: Object>(
         .with_config(ControllerConfig::default().concurrency(16))
         .graceful_shutdown_on(shutdown)
         .run(reconcile_workload::<W>, error_policy::<W>, ctx.clone())
-        .for_each(|_| async {})
+        .for_each(log_watch_error)
         .await
+}
+
+/// Reconcile failures are the error policies' to report; what reaches here besides is a watch
+/// that failed (the API server or etcd away, or its resourceVersion expired with 410 Gone),
+/// which the watcher retries with backoff and answers with a fresh list.
+fn log_watch_error<T, E>(
+    r: Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
+) -> futures::future::Ready<()> {
+    if let Err(kube::runtime::controller::Error::QueueError(e)) = r {
+        warn!(error = %e, "watch failed; retrying with backoff, and listing afresh if it expired");
+    }
+    futures::future::ready(())
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod annotations;
+pub mod api_client;
 pub mod backoff;
 pub mod collector;
 pub mod controller;

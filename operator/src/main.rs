@@ -95,9 +95,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             format!("kotel-{}", std::process::id())
         });
         info!(identity = %identity, version = env!("CARGO_PKG_VERSION"), "starting kotel-operator");
-        let client = kube::Client::try_default().await?;
-
         let metrics = Metrics::default();
+        let client = kotel_operator::api_client::client(metrics.api.clone()).await?;
+
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         let crds_found = Arc::new(AtomicBool::new(false));

@@ -33,6 +33,35 @@ pub struct RolloutLabels {
     pub state: String,
 }
 
+/// Label set of the API request histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete` (see `api_client::verb`).
+    pub verb: String,
+}
+
+/// The time the API server took to answer each request, by verb; its `_count` is the number
+/// of requests.
+#[derive(Clone)]
+pub struct ApiDurations(Family<ApiLabels, Histogram, fn() -> Histogram>);
+
+impl Default for ApiDurations {
+    fn default() -> Self {
+        ApiDurations(Family::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 4.0, 8))
+        }))
+    }
+}
+
+impl ApiDurations {
+    /// Records one answer.
+    pub fn observe(&self, verb: &str, took: Duration) {
+        self.0
+            .get_or_create(&ApiLabels { verb: verb.into() })
+            .observe(took.as_secs_f64());
+    }
+}
+
 /// What the operator writes (the `kind` of `kotel_writes_total`).
 pub const WRITE_KINDS: [&str; 8] = [
     "deployment",
@@ -63,6 +92,8 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     /// Injected workloads by the state of their rollout.
     pub rollouts: Family<RolloutLabels, Gauge>,
+    /// Requests to the API server.
+    pub api: ApiDurations,
 }
 
 impl Default for Metrics {
@@ -76,6 +107,7 @@ impl Default for Metrics {
             injected: Gauge::default(),
             writes: Family::default(),
             rollouts: Family::default(),
+            api: ApiDurations::default(),
         };
         for kind in WRITE_KINDS {
             drop(m.writes.get_or_create(&WriteLabels { kind: kind.into() }));
@@ -151,6 +183,11 @@ impl Metrics {
             "rollouts",
             "Workloads carrying kotel's injection by the state of their rollout (pending, complete, failed)",
             self.rollouts.clone(),
+        );
+        r.register(
+            "api_request_duration_seconds",
+            "Time the Kubernetes API server took to answer, by verb (its count is the requests sent)",
+            self.api.0.clone(),
         );
     }
 
