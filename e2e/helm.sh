@@ -28,6 +28,12 @@ case "${1:-lint}" in
         grep -q "^  ${f##*/}: " <<<"$out" || { echo "$chart: the ConfigMap lacks ${f##*/}" >&2; exit 1; }
       done
     done
+    # The NetworkPolicy: only the HTTP port, from the peers given.
+    out=$("$helm" template kotel charts/kotel-operator --set networkPolicy.enabled=true \
+      --set 'networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=monitoring')
+    grep -q "^kind: NetworkPolicy\$" <<<"$out" || { echo "no NetworkPolicy with networkPolicy.enabled" >&2; exit 1; }
+    grep -q "kubernetes.io/metadata.name: monitoring" <<<"$out" || { echo "the NetworkPolicy lacks metricsFrom" >&2; exit 1; }
+    ! "$helm" template kotel charts/kotel-operator | grep -q "^kind: NetworkPolicy\$" || { echo "a NetworkPolicy by default" >&2; exit 1; }
     echo "charts lint and render; alert rules check and pass their tests; dashboards render"
     ;;
   *) echo "usage: $0 lint" >&2; exit 2 ;;

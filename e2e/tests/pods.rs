@@ -1,7 +1,8 @@
 //! The user story on pods that really run: the operator chart as a pod (installed, upgraded
-//! with one and two replicas), then examples/ and the inference-app chart in a namespace that
-//! enforces Pod Security `restricted`, with telemetry going app → native sidecar → gateway
-//! Collector (deployment mode) → the gateway's debug exporter, read back from its pod logs.
+//! with one and two replicas), then examples/ and the inference-app chart, with telemetry going
+//! app → native sidecar → gateway Collector (deployment mode) → the gateway's debug exporter,
+//! read back from its pod logs. The operator, the gateway and the app each run in a namespace
+//! that enforces Pod Security `restricted`.
 //!
 //! Images: kotel/<name>:e2e from `e2e/images.sh` (KOTEL_E2E_IMAGE_PREFIX and _TAG to change);
 //! on kind, load them with `kind load image-archive ~/.cache/kotel-e2e/images/images.tar`.
@@ -29,12 +30,26 @@ const APP: &str = "house-price";
 const APP_SELECTOR: &str = "app.kubernetes.io/name=house-price";
 const GATEWAY: &str = "gateway-collector";
 
-/// The operator chart's values: its own, except the image.
+/// The operator chart's values: its own, except the image, and with its NetworkPolicy (which
+/// the API server validates; the node's bridge CNI does not enforce NetworkPolicies).
 fn operator_values() -> Vec<(&'static str, String)> {
     vec![
         ("image.repository", image_repository("operator")),
         ("image.tag", image_tag()),
+        ("networkPolicy.enabled", "true".into()),
     ]
+}
+
+/// A namespace whose pods must meet Pod Security `restricted`, enforced by the API server's
+/// admission: the operator's, the gateway's and the app's.
+async fn restricted_namespace(client: &Client, prefix: &str) -> anyhow::Result<TestNamespace> {
+    TestNamespace::create_with(
+        client,
+        prefix,
+        json!({}),
+        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
+    )
+    .await
 }
 
 fn chart(name: &str) -> std::path::PathBuf {
@@ -44,7 +59,7 @@ fn chart(name: &str) -> std::path::PathBuf {
 async fn setup_operator(client: &Client, prefix: &str) -> anyhow::Result<(TestNamespace, Release)> {
     cluster::require_node(client).await?;
     install_crds(client).await?;
-    let ns = TestNamespace::create(client, prefix, json!({})).await?;
+    let ns = restricted_namespace(client, prefix).await?;
     let release = Release::install(
         &ns.name,
         &ns.name,
@@ -479,14 +494,8 @@ fn finished_at(
 async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
     let client = client().await?;
     let (op_ns, operator) = setup_operator(&client, "kotel").await?;
-    let obs = TestNamespace::create(&client, "obs", json!({})).await?;
-    let app = TestNamespace::create_with(
-        &client,
-        "app",
-        json!({}),
-        json!({"pod-security.kubernetes.io/enforce": "restricted"}),
-    )
-    .await?;
+    let obs = restricted_namespace(&client, "obs").await?;
+    let app = restricted_namespace(&client, "app").await?;
     for obj in examples(&app.name, &obs.name)? {
         let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
         apply_json(&client, &ns, obj, "kotel-e2e-user").await?;
