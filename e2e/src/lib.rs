@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod control_plane;
 pub mod debug_exporter;
+pub mod measure;
 pub mod trace_tree;
 pub mod workloads;
 
@@ -137,22 +138,27 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Applies a namespaced object (any kind) by server-side apply with `manager`.
+/// Applies an object of any kind (a namespaced one into `ns`) by server-side apply with `manager`.
 pub async fn apply_json(
     client: &Client,
     ns: &str,
     mut obj: Value,
     manager: &str,
 ) -> anyhow::Result<()> {
-    obj["metadata"]["namespace"] = json!(ns);
     let tm: kube::core::TypeMeta = serde_json::from_value(obj.clone())?;
     let name = obj["metadata"]["name"]
         .as_str()
         .context("metadata.name")?
         .to_string();
     let gvk = kube::core::GroupVersionKind::try_from(&tm)?;
-    let (ar, _caps) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<kube::core::DynamicObject> = match caps.scope {
+        kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &ar),
+        kube::discovery::Scope::Namespaced => {
+            obj["metadata"]["namespace"] = json!(ns);
+            Api::namespaced_with(client.clone(), ns, &ar)
+        }
+    };
     api.patch(
         &name,
         &PatchParams::apply(manager).force(),
@@ -386,6 +392,41 @@ impl Operator {
         lease_namespace: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let mut op = Self::spawn(kubeconfig, lease_namespace, env)?;
+        let url = format!("http://{}/readyz", op.addr);
+        let start = Instant::now();
+        let ready = loop {
+            if let Some(status) = op.child.try_wait()? {
+                break Err(anyhow::anyhow!(
+                    "the operator exited during start-up with {status}"
+                ));
+            }
+            if http_get(&url).await.is_ok_and(|(code, body)| {
+                code == 200 && body.contains("leader: true") && body.contains("caches synced: true")
+            }) {
+                break Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                break Err(anyhow::anyhow!("the operator was not ready within 60s"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ready.with_context(|| {
+            format!(
+                "operator log: {}",
+                std::fs::read_to_string(&op.log).unwrap_or_default()
+            )
+        })?;
+        Ok(op)
+    }
+
+    /// Starts it without waiting for it to be ready. Its stdout (the JSON log) and stderr (an
+    /// error it exits with) both go to `log`.
+    pub fn spawn(
+        kubeconfig: Option<&std::path::Path>,
+        lease_namespace: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let bin = std::env::var_os("KOTEL_OPERATOR_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| built_binary("kotel-operator"));
@@ -412,6 +453,7 @@ impl Operator {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let out = std::fs::File::create(&log)?;
         let child = cmd
             .args([
                 "run",
@@ -421,36 +463,11 @@ impl Operator {
                 lease_namespace,
             ])
             .env("POD_NAME", format!("e2e-{port}"))
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(Stdio::inherit())
+            .stderr(out.try_clone()?)
+            .stdout(out)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        let mut op = Operator { child, addr, log };
-        let url = format!("http://{}/readyz", op.addr);
-        let start = Instant::now();
-        let ready = loop {
-            if let Some(status) = op.child.try_wait()? {
-                break Err(anyhow::anyhow!(
-                    "the operator exited during start-up with {status}"
-                ));
-            }
-            if http_get(&url).await.is_ok_and(|(code, body)| {
-                code == 200 && body.contains("leader: true") && body.contains("caches synced: true")
-            }) {
-                break Ok(());
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                break Err(anyhow::anyhow!("the operator was not ready within 60s"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        ready.with_context(|| {
-            format!(
-                "operator log: {}",
-                std::fs::read_to_string(&op.log).unwrap_or_default()
-            )
-        })?;
-        Ok(op)
+        Ok(Operator { child, addr, log })
     }
 
     /// Whether the operator has reconciled the workload `ns/name` (of any kind) at least once (a positive

@@ -216,3 +216,65 @@ async fn gitops_reapplies_leave_kotels_fields_and_roll_nothing() -> anyhow::Resu
     ns.cleanup().await;
     Ok(())
 }
+
+/// Another field manager force-applies one of kotel's variables: the variable is now that
+/// manager's, and DESIGN's "a variable the workload sets itself is never overwritten" applies.
+/// kotel keeps the other value, says so with one `UserVariableKept` Event, and does not fight:
+/// nothing written in the 60 s after it saw the change.
+#[tokio::test]
+async fn a_force_applied_variable_is_kept_once_without_a_fight() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "force", json!({})).await?;
+    ns.apply(instrumentation()).await?;
+    let mut d = deployment("web", json!({"kotel.dev/inject": "true"}), json!([]));
+    d["spec"]["replicas"] = json!(0);
+    ns.apply(d).await?;
+    let op = Operator::start().await?;
+    wait_for("the injection", T, || async {
+        Ok(hash_of(&client, &ns.name, "web").await?.is_some())
+    })
+    .await?;
+    let force = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "app",
+            "env": [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://elsewhere:4318"}]}]}}}});
+    let seen = op.reconcile_count(&ns.name, "web");
+    apply_json(&client, &ns.name, force, "gitops-tool").await?;
+    wait_for("kotel's Event about the kept variable", T, || async {
+        Ok(op.reconcile_count(&ns.name, "web") > seen
+            && event_reasons(&client, &ns.name, "web")
+                .await?
+                .iter()
+                .any(|(r, note)| {
+                    r == "UserVariableKept" && note.contains("OTEL_EXPORTER_OTLP_ENDPOINT")
+                }))
+    })
+    .await?;
+    let writes = deployment_writes(&op).await?;
+    let reconciles = op.reconcile_count(&ns.name, "web");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let d: Deployment = Api::namespaced(client.clone(), &ns.name).get("web").await?;
+    assert_eq!(
+        env_value(&template_env(&d, "app"), "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some("http://elsewhere:4318"),
+        "the other manager's value stays"
+    );
+    assert_eq!(
+        deployment_writes(&op).await?,
+        writes,
+        "kotel wrote in the 60 s"
+    );
+    let kept = event_reasons(&client, &ns.name, "web")
+        .await?
+        .into_iter()
+        .filter(|(r, n)| r == "UserVariableKept" && n.contains("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .count();
+    assert_eq!(kept, 1, "one Event");
+    eprintln!(
+        "reconciles in the 60 s: {}",
+        op.reconcile_count(&ns.name, "web") - reconciles
+    );
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}
