@@ -1,5 +1,5 @@
 # kotel: the two commands of the README, and a few helpers.
-.PHONY: test demo crds bench e2e-up e2e-down
+.PHONY: test demo crds bench bench-scale e2e-up e2e-down
 
 ## Everything CI runs: fmt, clippy, unit/property tests, and the e2e suite on a local control plane.
 test:
@@ -17,6 +17,10 @@ crds:
 ## Injection benchmark: 1,000 Deployments on the local control plane.
 bench:
 	e2e/bench.sh
+
+## Scale benchmark: 5,000 workloads of every kind, 50 namespaces, 20 Instrumentations.
+bench-scale:
+	e2e/bench.sh scale
 
 e2e-up:
 	e2e/controlplane.sh up

@@ -46,12 +46,14 @@ for p in $sink_port 18991 18992 18997 18998 19002; do
   fi
 done
 sink=${SINK:-seed}
-case $sink in
-  seed) "$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$work/sink.log" 2>&1 & ;;
-  collector)
-    otelcol=${OTELCOL:-$HOME/.cache/kotel-e2e/bin/otelcol-kotel}
-    [ -x "$otelcol" ] || { echo "no collector at $otelcol: build it with 'bash e2e/controlplane.sh build' (or set OTELCOL)" >&2; exit 1; }
-    cat >"$work/otelcol.yaml" <<EOF
+# start_sink LOG: the OTLP sink on $sink_port, writing LOG; sets $sink_pid.
+start_sink() {
+  case $sink in
+    seed) "$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$1" 2>&1 & ;;
+    collector)
+      otelcol=${OTELCOL:-$HOME/.cache/kotel-e2e/bin/otelcol-kotel}
+      [ -x "$otelcol" ] || { echo "no collector at $otelcol: build it with 'bash e2e/controlplane.sh build' (or set OTELCOL)" >&2; exit 1; }
+      cat >"$work/otelcol.yaml" <<EOF
 receivers: {otlp: {protocols: {grpc: {endpoint: "127.0.0.1:$sink_port"}}}}
 exporters: {debug: {verbosity: basic, sampling_initial: 1000000000, sampling_thereafter: 1}}
 service:
@@ -61,11 +63,13 @@ service:
     metrics: {receivers: [otlp], exporters: [debug]}
     logs: {receivers: [otlp], exporters: [debug]}
 EOF
-    "$otelcol" --config "$work/otelcol.yaml" >"$work/sink.log" 2>&1 & ;;
-  *) echo "SINK is seed or collector, not $sink" >&2; exit 1 ;;
-esac
-sink_pid=$!
-pids+=($sink_pid)
+      "$otelcol" --config "$work/otelcol.yaml" >"$1" 2>&1 & ;;
+    *) echo "SINK is seed or collector, not $sink" >&2; exit 1 ;;
+  esac
+  sink_pid=$!
+  pids+=($sink_pid)
+}
+start_sink "$work/sink.log"
 sleep 2
 
 wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null -XPOST -H 'content-type: application/json' -d '{"features":[1500]}' "$1" && return 0; sleep 0.2; done; return 1; }
@@ -221,11 +225,34 @@ half_p99=$(p99_of on)
 half_p99_off=$(p99_of off)
 cost_on="$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.on.$i"; done | median) $(for i in 1 2 3; do awk '/^cost/{print $3}' "$work/half.on.$i"; done | median)"
 cost_off=$(for i in 1 2 3; do awk '/^cost/{print $2}' "$work/half.off.$i"; done | median)
-dropped_half=$(( $(curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{s+=$2} END{print s+0}') - dropped ))
+dropped_items() { curl -s "http://127.0.0.1:${mode_port[on]}/metrics" | awk '/^telemetry_dropped_items_total/{s+=$2} END{print s+0}'; }
+dropped_half=$(( $(dropped_items) - dropped ))
+# The collector down (fault 8 in docs/reliability.md): the sink stopped, the same paced load
+# on the app with telemetry on; then the sink started again, and its export must resume.
+before_down=$(dropped_items)
+kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true
+port=${mode_port[on]}
+per_request "${mode_pid[on]}" "$half" >"$work/down"
+dropped_down=$(( $(dropped_items) - before_down ))
+start_sink "$work/sink.2.log"
+sleep 2
+per_request "${mode_pid[on]}" "$half" >"$work/back"
+resumed=no
+for _ in $(seq 30); do
+  case $sink in
+    seed) grep -q "'spans': [1-9]" "$work/sink.2.log" && { resumed=yes; break; } ;;
+    collector) grep -q '"spans": [1-9]' "$work/sink.2.log" && { resumed=yes; break; } ;;
+  esac
+  sleep 1
+done
+down_p99=$(awk '/latency ms/{for(i=1;i<=NF;i++) if($i=="p99") print $(i+1)}' "$work/down")
+down_errors=$(awk '/^requests:/{print $4}' "$work/down")
+down_requests=$(awk '/^requests:/{print $2}' "$work/down")
 for mode in on sampled off; do kill "${mode_pid[$mode]}" 2>/dev/null || true; wait "${mode_pid[$mode]}" 2>/dev/null || true; done
 
 cat "$work/table"
-awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v sink_on="$sink_on" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v half_off="$half_p99_off" -v sdk_drops="$(cat "$work"/app.*.drops | wc -l)" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" 'BEGIN{
+awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v sink_on="$sink_on" -v oh="$overhead" -v ohs="$overhead_sampled" -v half="$half_p99" -v half_off="$half_p99_off" -v sdk_drops="$(cat "$work"/app.*.drops | wc -l)" -v hr="$((${on_rps%.*} / 2))" -v d="$dropped" -v dh="$dropped_half" -v c="$cost_on" -v coff="$cost_off" -v runs="$runs" \
+  -v dr="$down_requests" -v de="$down_errors" -v dp="$down_p99" -v dd="$dropped_down" -v res="$resumed" 'BEGIN{
   split(c, con, " ")
   printf "\n- inference-app with telemetry on / Python seed, one worker, within each of %d rounds: %sx (median, min-max)\n", runs, ratio
   printf "- telemetry overhead (1 - on/off) within each round: %s%%; with traces sampled at 10%%: %s%%\n", oh, ohs
@@ -233,6 +260,7 @@ awk -v ratio="$ratio" -v own="$own" -v own_on="$own_on" -v own_off="$own_off" -v
   printf "- p99 at half the max rate (%d req/s, loadgen, median of 3): %s ms with telemetry on, %s ms with OTEL_SDK_DISABLED=true: %.2fx\n", hr, half, half_off, half / half_off
   printf "- CPU per request at that paced rate (medians of 3 alternating runs): %s us (service), %s us (OTLP sink) with telemetry on; %s us with OTEL_SDK_DISABLED=true\n", con[1], con[2], coff
   printf "- items dropped (failed exports, JSON lines; telemetry_dropped_items): %s at full load (all runs), %s at half rate; batch processors that logged a full queue (SpanDroppingStarted, LogDroppingStarted): %d\n", d, dh, sdk_drops
+  printf "- the sink stopped, same paced rate, telemetry on: %s requests, %s failed; p99 %s ms, %.2fx the p99 with the sink up; %s items counted as dropped; the sink started again: export resumed: %s\n", dr, de, dp, dp / half, dd, res
 }'
 case $sink in
   seed) echo "- OTLP sink (the seed's otlp_sink.py) received: $(tail -1 "$work/sink.log")" ;;

@@ -1322,3 +1322,61 @@ async fn bad_input_is_named_and_nothing_is_half_applied() -> anyhow::Result<()> 
     ns.cleanup().await;
     Ok(())
 }
+
+/// An exporter header that references a Secret nobody created: kotel reads no Secrets, so the
+/// pods tell it. Their `CreateContainerConfigError` becomes one `SecretMissing` Event naming the
+/// header, `spec.exporter.headers`, the Secret, its key and the fix; once the Secret exists the
+/// rollout completes, with nothing for kotel to change.
+#[tokio::test]
+async fn a_header_secret_that_is_missing_is_named_with_the_fix() -> anyhow::Result<()> {
+    let (client, ns) = setup("secret", json!({})).await?;
+    kotel_e2e::cluster::require_node(&client).await?;
+    ns.apply(instrumentation(
+        "otel",
+        json!({"exporter": {"endpoint": "http://gw.obs:4318",
+                            "headers": {"authorization": {"secretKeyRef": {"name": "otlp-auth", "key": "token"}}}}}),
+    ))
+    .await?;
+    let mut d = deployment("web", json!({"kotel.dev/inject": "true"}), json!([]));
+    d["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!(kotel_e2e::cluster::pause_image());
+    ns.apply(d).await?;
+    let op = Operator::start().await?;
+    wait_for("a SecretMissing Event", Duration::from_secs(90), || async {
+        Ok(event_reasons(&client, &ns.name, "web")
+            .await?
+            .iter()
+            .any(|(r, note)| {
+                r == "SecretMissing"
+                    && note.contains("`authorization`")
+                    && note.contains("spec.exporter.headers")
+                    && note.contains("create Secret otlp-auth with key `token`")
+            }))
+    })
+    .await?;
+    let deployment_writes = || async {
+        let (_, m) = http_get(&format!("http://{}/metrics", op.addr)).await?;
+        anyhow::Ok(series_value(&m, "kotel_writes_total{kind=\"deployment\"}").unwrap_or(0.0))
+    };
+    let writes = deployment_writes().await?;
+    ns.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "otlp-auth"},
+                    "stringData": {"token": "Bearer e2e"}}),
+    )
+    .await?;
+    kotel_e2e::cluster::wait_rollout(&client, &ns.name, "web").await?;
+    let missing = event_reasons(&client, &ns.name, "web")
+        .await?
+        .into_iter()
+        .filter(|(r, _)| r == "SecretMissing")
+        .count();
+    assert_eq!(missing, 1, "one Event for the standing problem");
+    assert_eq!(
+        deployment_writes().await?,
+        writes,
+        "the Secret's arrival needed no write to the Deployment"
+    );
+    op.stop()?;
+    ns.cleanup().await;
+    Ok(())
+}

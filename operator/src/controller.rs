@@ -64,6 +64,7 @@ mod decide;
 mod dereference;
 mod image_check;
 mod instrumentations;
+mod pod_check;
 mod report;
 mod stores;
 mod triggers;

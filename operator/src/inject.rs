@@ -23,6 +23,11 @@ pub const POD_NAME_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_POD_NAME";
 pub const NODE_NAME_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME";
 /// Downward-API variable holding the pod's `app.kubernetes.io/version` label.
 pub const VERSION_VAR: &str = "OTEL_RESOURCE_ATTRIBUTES_VERSION";
+/// The variable that carries the exporter headers.
+pub const HEADERS_VAR: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+/// The prefix of the variables that hold a Secret-backed header value (`..._0`, `..._1`), which
+/// `OTEL_EXPORTER_OTLP_HEADERS` references as `$(...)`.
+pub const HEADER_HOLDER_PREFIX: &str = "KOTEL_OTLP_HEADER_";
 /// The label used for the service name when no annotation sets it.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 /// The label `service.version` follows. Read through the downward API, it changes in the same
@@ -251,7 +256,7 @@ pub fn container_env(
         let mut pairs = Vec::new();
         for (i, (key, h)) in spec.exporter.headers.iter().enumerate() {
             if let Some(secret) = &h.secret_key_ref {
-                let holder = format!("KOTEL_OTLP_HEADER_{i}");
+                let holder = format!("{HEADER_HOLDER_PREFIX}{i}");
                 env.push(EnvVar {
                     name: holder.clone(),
                     value: None,
@@ -268,7 +273,7 @@ pub fn container_env(
                 ));
             }
         }
-        env.push(var("OTEL_EXPORTER_OTLP_HEADERS", pairs.join(",")));
+        env.push(var(HEADERS_VAR, pairs.join(",")));
     }
 
     let mut attrs: Vec<(String, String)> = vec![

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod annotations;
 pub mod api_client;
 pub mod backoff;
+pub mod blocked;
 pub mod collector;
 pub mod controller;
 pub mod gateway;

@@ -75,6 +75,15 @@ pub(super) async fn reconcile_inner<W: Object>(w: &W, ctx: &Context) -> Result<A
         }
     };
     let mut notes = inputs.notes.clone();
+    let secret_refs = pod_check::worth_checking(w, &inputs);
+    let check_pods = !secret_refs.is_empty();
+    if check_pods {
+        let inst = inputs
+            .instrumentation
+            .as_ref()
+            .map_or("", |(n, _)| n.as_str());
+        notes.extend(pod_check::missing_secret(ctx, w, &secret_refs, inst).await?);
+    }
     if !plan.unknown_containers.is_empty() {
         // A standing problem, reported once, whether or not anything else changes.
         notes.push(Problem {
@@ -92,13 +101,18 @@ pub(super) async fn reconcile_inner<W: Object>(w: &W, ctx: &Context) -> Result<A
         ctx.report(w, &notes).await;
     }
 
+    let next = if check_pods {
+        Action::requeue(pod_check::RECHECK)
+    } else {
+        Action::await_change()
+    };
     if plan.intent.is_applied(&owned, w.config_hash()) {
-        return Ok(Action::await_change());
+        return Ok(next);
     }
 
     apply_intent(ctx, w, &plan).await?;
     report_applied(ctx, w, &plan, &inputs).await;
-    Ok(Action::await_change())
+    Ok(next)
 }
 
 pub(super) fn error_policy<W: Object>(w: Arc<W>, err: &Error, ctx: Arc<Context>) -> Action {
