@@ -22,7 +22,12 @@ use serde_json::{Value, json};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Cargo's value at run time first: a target directory shared between checkouts (CI's
+    // cache) can hold a test binary built in another checkout, whose compile-time path is gone.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .join("..")
 }
 
 /// A client for the cluster named by KUBECONFIG; fails clearly when there is none.
