@@ -528,6 +528,12 @@ impl Operator {
         Ok(metric_sum(&body, name))
     }
 
+    /// Its writes of one kind so far (`kotel_writes_total{kind="deployment"}`, ...).
+    pub async fn writes(&self, kind: &str) -> anyhow::Result<f64> {
+        let (_, m) = http_get(&format!("http://{}/metrics", self.addr)).await?;
+        Ok(series_value(&m, &format!("kotel_writes_total{{kind=\"{kind}\"}}")).unwrap_or(0.0))
+    }
+
     /// Stops it with SIGTERM and waits for it to exit.
     pub fn stop(mut self) -> anyhow::Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();

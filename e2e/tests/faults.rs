@@ -28,12 +28,6 @@ async fn hash_of(client: &Client, ns: &str, name: &str) -> anyhow::Result<Option
     ))
 }
 
-/// Writes to Deployments, as the operator counts them.
-async fn deployment_writes(op: &Operator) -> anyhow::Result<f64> {
-    let (_, m) = http_get(&format!("http://{}/metrics", op.addr)).await?;
-    Ok(series_value(&m, "kotel_writes_total{kind=\"deployment\"}").unwrap_or(0.0))
-}
-
 #[tokio::test]
 async fn an_operator_killed_mid_rollout_converges_without_an_extra_replicaset() -> anyhow::Result<()>
 {
@@ -55,11 +49,11 @@ async fn an_operator_killed_mid_rollout_converges_without_an_extra_replicaset() 
         ns.apply(d).await?;
     }
     wait_for("the first injections", T, || async {
-        Ok(deployment_writes(&op).await? >= 3.0)
+        Ok(op.writes("deployment").await? >= 3.0)
     })
     .await?;
     op.signal("KILL")?;
-    let before = deployment_writes(&op).await.ok();
+    let before = op.writes("deployment").await.ok();
     drop(op);
     let op = Operator::start().await?;
     wait_for("every Deployment injected", T, || async {
@@ -131,7 +125,7 @@ async fn gitops_reapplies_leave_kotels_fields_and_roll_nothing() -> anyhow::Resu
     ] {
         std::fs::write(&file, serde_json::to_vec(&manifest("web", revision))?)?;
         let seen = op.reconcile_count(&ns.name, "web");
-        let writes = deployment_writes(&op).await?;
+        let writes = op.writes("deployment").await?;
         kubectl(&args)?;
         wait_for(
             "kotel's reconcile of the re-applied manifest",
@@ -146,7 +140,7 @@ async fn gitops_reapplies_leave_kotels_fields_and_roll_nothing() -> anyhow::Resu
             "{args:?} rolled"
         );
         assert_eq!(
-            deployment_writes(&op).await?,
+            op.writes("deployment").await?,
             writes,
             "{args:?}: kotel wrote"
         );
@@ -154,10 +148,10 @@ async fn gitops_reapplies_leave_kotels_fields_and_roll_nothing() -> anyhow::Resu
 
     // A replace with the user's manifest drops kotel's fields: kotel applies them again, once.
     std::fs::write(&file, serde_json::to_vec(&manifest("web", 4))?)?;
-    let writes = deployment_writes(&op).await?;
+    let writes = op.writes("deployment").await?;
     kubectl(&["replace", "-n", &ns.name, "-f", path])?;
     wait_for("kotel's fields back after the replace", T, || async {
-        Ok(deployment_writes(&op).await? > writes
+        Ok(op.writes("deployment").await? > writes
             && hash_of(&client, &ns.name, "web").await? == hash)
     })
     .await?;
@@ -169,7 +163,7 @@ async fn gitops_reapplies_leave_kotels_fields_and_roll_nothing() -> anyhow::Resu
     })
     .await?;
     assert_eq!(
-        deployment_writes(&op).await?,
+        op.writes("deployment").await?,
         writes + 1.0,
         "re-applied once"
     );
@@ -194,7 +188,7 @@ async fn gitops_reapplies_leave_kotels_fields_and_roll_nothing() -> anyhow::Resu
     let hash = hash_of(&client, &ns.name, "shop").await?;
     let sets = replicasets(&client, &ns.name, "shop").await?.len();
     let seen = op.reconcile_count(&ns.name, "shop");
-    let writes = deployment_writes(&op).await?;
+    let writes = op.writes("deployment").await?;
     release.upgrade(
         &repo_root().join("charts/inference-app"),
         &[("replicaCount", "2".into())],
@@ -209,7 +203,7 @@ async fn gitops_reapplies_leave_kotels_fields_and_roll_nothing() -> anyhow::Resu
         sets,
         "helm upgrade rolled"
     );
-    assert_eq!(deployment_writes(&op).await?, writes);
+    assert_eq!(op.writes("deployment").await?, writes);
     drop(release);
     let _ = std::fs::remove_file(&file);
     op.stop()?;
@@ -250,8 +244,10 @@ async fn a_force_applied_variable_is_kept_once_without_a_fight() -> anyhow::Resu
                 }))
     })
     .await?;
-    let writes = deployment_writes(&op).await?;
+    let writes = op.writes("deployment").await?;
     let reconciles = op.reconcile_count(&ns.name, "web");
+    // An observation window, not a wait: kotel's reaction (its reconcile and the Event) was
+    // seen above, and it may write nothing during the 60 s that follow.
     tokio::time::sleep(Duration::from_secs(60)).await;
     let d: Deployment = Api::namespaced(client.clone(), &ns.name).get("web").await?;
     assert_eq!(
@@ -260,7 +256,7 @@ async fn a_force_applied_variable_is_kept_once_without_a_fight() -> anyhow::Resu
         "the other manager's value stays"
     );
     assert_eq!(
-        deployment_writes(&op).await?,
+        op.writes("deployment").await?,
         writes,
         "kotel wrote in the 60 s"
     );

@@ -1354,11 +1354,7 @@ async fn a_header_secret_that_is_missing_is_named_with_the_fix() -> anyhow::Resu
             }))
     })
     .await?;
-    let deployment_writes = || async {
-        let (_, m) = http_get(&format!("http://{}/metrics", op.addr)).await?;
-        anyhow::Ok(series_value(&m, "kotel_writes_total{kind=\"deployment\"}").unwrap_or(0.0))
-    };
-    let writes = deployment_writes().await?;
+    let writes = op.writes("deployment").await?;
     ns.apply(
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "otlp-auth"},
                     "stringData": {"token": "Bearer e2e"}}),
@@ -1372,7 +1368,7 @@ async fn a_header_secret_that_is_missing_is_named_with_the_fix() -> anyhow::Resu
         .count();
     assert_eq!(missing, 1, "one Event for the standing problem");
     assert_eq!(
-        deployment_writes().await?,
+        op.writes("deployment").await?,
         writes,
         "the Secret's arrival needed no write to the Deployment"
     );
