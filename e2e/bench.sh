@@ -15,7 +15,8 @@ cargo build -q --release -p kotel-e2e --bin bench-inject --bin bench-scale
 target=${CARGO_TARGET_DIR:-target}
 trap 'e2e/controlplane.sh down' EXIT
 export KUBECONFIG=$KOTEL_E2E_DIR/kubeconfig
-export KOTEL_OPERATOR_BIN=$target/release/kotel-operator
+# A profiler can wrap the operator: KOTEL_OPERATOR_BIN=a script that execs it.
+export KOTEL_OPERATOR_BIN=${KOTEL_OPERATOR_BIN:-$target/release/kotel-operator}
 if [ "${1:-}" = scale ]; then
   e2e/controlplane.sh up >/dev/null
   "$target/release/bench-scale" "${BENCH_WORKLOADS:-5000}" "${BENCH_NAMESPACES:-50}" "${BENCH_INSTRUMENTATIONS:-20}" "${BENCH_STEADY_SECONDS:-60}"

@@ -260,30 +260,37 @@ pub async fn proxy_post(
 /// afterwards.
 pub async fn run_to_completion(client: &Client, ns: &str, pod: Value) -> anyhow::Result<String> {
     let pod: Pod = serde_json::from_value(pod)?;
-    let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     api.create(&PostParams::default(), &pod).await?;
-    let done = wait_for(
-        &format!("pod {ns}/{name} to finish"),
-        Duration::from_secs(120),
-        || async {
-            let p = api.get(&name).await?;
-            match p.status.and_then(|s| s.phase).as_deref() {
-                Some("Succeeded") => Ok(true),
-                Some("Failed") => bail!("pod {name} failed"),
-                _ => Ok(false),
-            }
-        },
-    )
+    finished(client, ns, &pod.name_any(), Duration::from_secs(120)).await
+}
+
+/// Waits up to `timeout` for a created pod to succeed, then deletes it and returns the log of
+/// its first container (an error with that log if it failed).
+pub async fn finished(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let done = wait_for(&format!("pod {ns}/{name} to finish"), timeout, || async {
+        let p = api.get(name).await?;
+        match p.status.and_then(|s| s.phase).as_deref() {
+            Some("Succeeded") => Ok(true),
+            Some("Failed") => bail!("pod {name} failed"),
+            _ => Ok(false),
+        }
+    })
     .await;
-    let container = pod
+    let container = api
+        .get(name)
+        .await?
         .spec
-        .as_ref()
-        .and_then(|s| s.containers.first())
-        .map(|c| c.name.clone())
+        .and_then(|s| s.containers.first().map(|c| c.name.clone()))
         .unwrap_or_default();
-    let out = logs(client, ns, &name, &container).await;
-    let _ = api.delete(&name, &Default::default()).await;
+    let out = logs(client, ns, name, &container).await;
+    let _ = api.delete(name, &Default::default()).await;
     done.with_context(|| format!("its logs: {}", out.as_deref().unwrap_or("(none)")))?;
     out
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kotel_e2e::cluster::{self, Release, image, image_repository, image_tag};
@@ -312,8 +312,11 @@ fn examples(app_ns: &str, obs_ns: &str) -> anyhow::Result<Vec<Value>> {
     Ok(out)
 }
 
-/// A pod that posts `n` predictions to the app's Service by its DNS name and prints each reply.
-fn client_pod(name: &str, app_ns: &str, n: u32) -> Value {
+/// A pod that runs loadgen against the app's Service by its DNS name, with `args`.
+fn loadgen_pod(name: &str, app_ns: &str, args: &[&str]) -> Value {
+    let url = format!("http://{APP}.{app_ns}.svc.cluster.local:8000/predict");
+    let mut all = vec!["--url", url.as_str()];
+    all.extend_from_slice(args);
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name},
@@ -324,13 +327,22 @@ fn client_pod(name: &str, app_ns: &str, n: u32) -> Value {
                 "name": "client",
                 "image": image("inference-app"),
                 "command": ["/usr/local/bin/loadgen"],
-                "args": ["--url", format!("http://{APP}.{app_ns}.svc.cluster.local:8000/predict"),
-                         "--requests", n.to_string(), "--concurrency", "1", "--replies"],
+                "args": all,
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                     "capabilities": {"drop": ["ALL"]}}
             }]
         }
     })
+}
+
+/// A pod that posts `n` predictions one at a time and prints each reply.
+fn client_pod(name: &str, app_ns: &str, n: u32) -> Value {
+    let n = n.to_string();
+    loadgen_pod(
+        name,
+        app_ns,
+        &["--requests", &n, "--concurrency", "1", "--replies"],
+    )
 }
 
 /// Runs a client pod and returns the trace ids of its replies.
@@ -694,5 +706,118 @@ async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
     let traces = send(&client, &app.name, "client-4", 3).await?;
     let any_app_pod = [("service.name", APP.to_string())];
     wait_received(&client, &obs.name, &any_app_pod, &traces, false).await?;
+    Ok(())
+}
+
+/// A gateway Collector switched from deployment to daemonset mode while the app serves
+/// load: no request fails, the app is not rolled (its endpoint is the gateway's Service, which
+/// stays), the Deployment gives way to a DaemonSet, and the app's telemetry reaches it.
+#[tokio::test]
+async fn a_gateway_mode_change_under_load_fails_no_request() -> anyhow::Result<()> {
+    let client = client().await?;
+    let (_op_ns, _operator) = setup_operator(&client, "kotel").await?;
+    let obs = restricted_namespace(&client, "obs").await?;
+    let app = restricted_namespace(&client, "app").await?;
+    for obj in examples(&app.name, &obs.name)? {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
+        apply_json(&client, &ns, obj, "kotel-e2e-user").await?;
+    }
+    cluster::wait_rollout(&client, &obs.name, GATEWAY).await?;
+    // Without a sidecar: the app exports to the gateway's Service itself.
+    let _app_release = Release::install(
+        APP,
+        &app.name,
+        &chart("inference-app"),
+        &[
+            ("image.repository", image_repository("inference-app")),
+            ("image.tag", image_tag()),
+            ("kotel.sidecar", "false".into()),
+        ],
+    )?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.name);
+    wait_for(
+        "kotel to inject the app",
+        Duration::from_secs(60),
+        || async { Ok(template_hash(&deployments.get(APP).await?).is_some()) },
+    )
+    .await?;
+    cluster::wait_rollout(&client, &app.name, APP).await?;
+    let generation = deployments.get(APP).await?.metadata.generation;
+
+    // Load for two minutes, at a rate the shared node sustains.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &app.name);
+    let load = loadgen_pod(
+        "load",
+        &app.name,
+        &["--duration", "120", "--concurrency", "4", "--rate", "40"],
+    );
+    pods.create(&Default::default(), &serde_json::from_value(load)?)
+        .await?;
+    let phase = || async {
+        anyhow::Ok(
+            pods.get("load")
+                .await?
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_default(),
+        )
+    };
+    wait_for("the load to run", Duration::from_secs(60), || async {
+        Ok(phase().await? == "Running")
+    })
+    .await?;
+
+    let collectors: Api<Collector> = Api::namespaced(client.clone(), &obs.name);
+    collectors
+        .patch(
+            "gateway",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "daemonset"}})),
+        )
+        .await?;
+    let gw_deployments: Api<Deployment> = Api::namespaced(client.clone(), &obs.name);
+    let gw_daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &obs.name);
+    wait_for(
+        "the gateway to run as a ready DaemonSet, its Deployment gone",
+        Duration::from_secs(90),
+        || async {
+            let ready = gw_daemon_sets
+                .get_opt(GATEWAY)
+                .await?
+                .and_then(|d| d.status)
+                .is_some_and(|s| {
+                    s.number_ready >= 1 && s.number_ready == s.desired_number_scheduled
+                });
+            Ok(ready && gw_deployments.get_opt(GATEWAY).await?.is_none())
+        },
+    )
+    .await?;
+    assert_eq!(phase().await?, "Running", "the switch ended after the load");
+
+    let out = cluster::finished(&client, &app.name, "load", Duration::from_secs(180)).await?;
+    let field = |name: &str| -> Option<u64> {
+        let rest = out.split_once(&format!("{name}: "))?.1;
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let (requests, errors) = (field("requests"), field("errors"));
+    assert!(requests.is_some_and(|n| n > 0), "{out}");
+    assert_eq!(errors, Some(0), "requests failed during the switch: {out}");
+    assert_eq!(
+        deployments.get(APP).await?.metadata.generation,
+        generation,
+        "the app was rolled"
+    );
+
+    // The app's telemetry reaches the DaemonSet's pod; what it dropped meanwhile is counted.
+    let traces = send(&client, &app.name, "after-switch", 3).await?;
+    let any_app_pod = [("service.name", APP.to_string())];
+    wait_received(&client, &obs.name, &any_app_pod, &traces, false).await?;
+    let pod = app_pod(&client, &app.name).await?;
+    let metrics = cluster::proxy_get(&client, &app.name, &pod.name_any(), 8000, "/metrics").await?;
+    let dropped: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("telemetry_dropped"))
+        .collect();
+    eprintln!("{requests:?} requests, 0 failed; the app's dropped telemetry: {dropped:?}");
     Ok(())
 }

@@ -172,6 +172,9 @@ pub async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The shortest time between two passes of the status reconcilers over every workload.
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
+
 /// Runs the controllers until `shutdown` resolves. `synced` is set once every store has
 /// seen its first full list.
 pub async fn run(
@@ -357,18 +360,20 @@ pub async fn run(
     let (inst_tx, inst_rx) = futures::channel::mpsc::unbounded::<()>();
     let (col_tx, col_rx) = futures::channel::mpsc::unbounded::<()>();
     let rollout_ctx = ctx.clone();
-    let fanout = status_rx.for_each(move |()| {
+    // Each status pass reads every workload, so passes run at most once a STATUS_PERIOD, the
+    // triggers that came meanwhile coalesced into one. (kube's debounce would instead put a pass
+    // off for as long as triggers keep coming, which at scale is as long as rollouts go on.)
+    let throttled = tokio_stream::StreamExt::throttle(status_rx.ready_chunks(4096), STATUS_PERIOD);
+    let fanout = throttled.for_each(move |_| {
         rollout_ctx.publish_rollouts();
         let _ = inst_tx.unbounded_send(());
         let _ = col_tx.unbounded_send(());
         async {}
     });
-    let status_config = ControllerConfig::default().debounce(Duration::from_millis(500));
     let instrumentation_status = Controller::new(
         Api::<DeserializeGuard<Instrumentation>>::all(client.clone()),
         watcher::Config::default(),
     )
-    .with_config(status_config.clone())
     .reconcile_all_on(inst_rx)
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_instrumentation, status_error_policy, ctx.clone())
@@ -385,7 +390,8 @@ pub async fn run(
     .owns_stream(gw_dep_stream)
     .owns_stream(gw_ds_stream)
     .owns_stream(job_stream)
-    .with_config(status_config)
+    // A gateway's objects change in bursts (a rollout's pods); one pass after the burst.
+    .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
     .reconcile_all_on(col_rx)
     .graceful_shutdown_on(shutdown.clone())
     .run(reconcile_collector, status_error_policy, ctx.clone())

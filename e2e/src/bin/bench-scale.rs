@@ -67,6 +67,53 @@ fn requests(metrics: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The operator's mean API answer time by verb so far, in ms.
+fn mean_answers(metrics: &str) -> String {
+    let total = |suffix: &str| -> BTreeMap<String, f64> {
+        let prefix = format!("kotel_api_request_duration_seconds_{suffix}{{verb=\"");
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .filter_map(|l| {
+                let (verb, v) = l.split_once("\"} ")?;
+                Some((verb.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    };
+    let (sum, count) = (total("sum"), total("count"));
+    count
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(verb, n)| format!("{verb} {:.0} ms", 1000.0 * sum[verb] / n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The control plane's processes (from the run directory `controlplane.sh` keeps), each with
+/// its CPU seconds so far: they share the two cores with the operator.
+fn control_plane_cpu() -> BTreeMap<String, f64> {
+    let Ok(dir) = std::env::var("KOTEL_E2E_DIR") else {
+        return BTreeMap::new();
+    };
+    let Ok(entries) = std::fs::read_dir(format!("{dir}/pids")) else {
+        return BTreeMap::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                cpu_seconds(pid),
+            ))
+        })
+        .collect()
+}
+
 fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> (f64, String) {
     let by_verb: Vec<String> = after
         .iter()
@@ -120,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("created in {:.0} s", start.elapsed().as_secs_f64());
 
     let started = Instant::now();
+    let cp_cpu0 = control_plane_cpu();
     let op = Operator::start().await?;
     let pid = op.pid();
     eprintln!(
@@ -129,16 +177,44 @@ async fn main() -> anyhow::Result<()> {
     );
     let metrics =
         || async { anyhow::Ok(http_get(&format!("http://{}/metrics", op.addr)).await?.1) };
-    let mut all_patched = None;
+    // Converged: the operator has written every workload once (each needs exactly one write),
+    // checked against every workload's hash below. Its own count of injected workloads, which
+    // the status reconciler keeps, is reported too.
+    let (mut all_written, mut all_patched, mut cpu_written) = (None, None, 0.0);
+    let mut progress = Instant::now();
     while started.elapsed() < Duration::from_secs(900) {
-        let injected = metric_sum(&metrics().await?, "kotel_injected_workloads");
+        let m = metrics().await?;
+        let written: f64 = Kind::ALL
+            .iter()
+            .filter_map(|k| {
+                let kind = k.as_str().to_lowercase();
+                series_value(&m, &format!("kotel_writes_total{{kind=\"{kind}\"}}"))
+            })
+            .sum();
+        let injected = metric_sum(&m, "kotel_injected_workloads");
+        if progress.elapsed() >= Duration::from_secs(10) {
+            progress = Instant::now();
+            // Little's law: reconciles in flight = their rate × their mean duration.
+            let reconciles = metric_sum(&m, "kotel_reconciles_total");
+            let busy = metric_sum(&m, "kotel_reconcile_duration_seconds_sum");
+            eprintln!(
+                "  {:>4.0} s: {written:.0} written, {injected:.0} counted injected, {reconciles:.0} reconciles, {:.1} in flight on average",
+                started.elapsed().as_secs_f64(),
+                busy / started.elapsed().as_secs_f64()
+            );
+        }
+        if all_written.is_none() && written as usize >= n {
+            all_written = Some(started.elapsed());
+            cpu_written = cpu_seconds(pid);
+        }
         if injected as usize >= n {
             all_patched = Some(started.elapsed());
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let all_patched = all_patched.ok_or_else(|| anyhow::anyhow!("not all patched in 900 s"))?;
+    let all_patched = all_patched.ok_or_else(|| anyhow::anyhow!("not all counted in 900 s"))?;
+    let all_written = all_written.unwrap_or(all_patched);
     let unpatched = hashes(&client, &namespaces)
         .await?
         .into_iter()
@@ -146,6 +222,11 @@ async fn main() -> anyhow::Result<()> {
         .count();
     anyhow::ensure!(unpatched == 0, "{unpatched} workloads without kotel's hash");
     let cpu_converge = cpu_seconds(pid);
+    let cp_converge: Vec<String> = control_plane_cpu()
+        .iter()
+        .map(|(name, s)| format!("{name} {:.1} s", s - cp_cpu0.get(name).unwrap_or(&0.0)))
+        .collect();
+    let answers_converge = mean_answers(&metrics().await?);
 
     let settle = Instant::now();
     loop {
@@ -243,8 +324,13 @@ async fn main() -> anyhow::Result<()> {
         Kind::ALL
     );
     println!(
-        "operator start → every workload patched: {:.1} s (CPU {cpu_converge:.1} s)",
+        "operator start → every workload written: {:.1} s (CPU {cpu_written:.1} s); counted injected by the status pass at {:.1} s (CPU {cpu_converge:.1} s)",
+        all_written.as_secs_f64(),
         all_patched.as_secs_f64()
+    );
+    println!(
+        "  control plane CPU meanwhile: {}; mean API answer: {answers_converge}",
+        cp_converge.join(", ")
     );
     println!("rollouts settled {:.1} s later", settled.as_secs_f64());
     println!(

@@ -125,8 +125,10 @@ pub(super) async fn collector_status(
     };
     let mut by_kind = status::ByKind::default();
     if col.spec.mode == Mode::Sidecar {
+        let existing = names_of(&ctx.stores.collectors, is_sidecar_collector);
         for w in ctx.stores.workloads.all() {
-            if sidecar_from(w.as_ref(), &ctx.stores) == Some((ns.clone(), name.clone())) {
+            if sidecar_from(w.as_ref(), &ctx.stores, &existing) == Some((ns.clone(), name.clone()))
+            {
                 by_kind.add(w.kind());
             }
         }

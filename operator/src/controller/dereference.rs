@@ -135,26 +135,33 @@ pub(super) fn dereference(w: &dyn Templated, stores: &Stores) -> Result<Inputs, 
     })
 }
 
-/// Which Instrumentation a workload is injected from now, if any.
-pub(super) fn injected_from(w: &dyn Templated, stores: &Stores) -> Option<(String, String)> {
+/// Which Instrumentation a workload is injected from now, if any, of the `existing` ones
+/// (`names_of` the store, taken once by a caller that asks for every workload).
+pub(super) fn injected_from(
+    w: &dyn Templated,
+    stores: &Stores,
+    existing: &[(String, String)],
+) -> Option<(String, String)> {
     w.config_hash()?;
     let ns = w.namespace();
     let nso = namespace_annotations(stores, ns);
     let r = resolve_workload(w, nso.as_deref()).ok()?;
-    let existing = names_of(&stores.instrumentations, |_| true);
-    annotations::pick_instrumentation(&r.inject, ns, &existing)
+    annotations::pick_instrumentation(&r.inject, ns, existing)
         .ok()
         .flatten()
 }
 
-/// Which sidecar Collector a workload carries now, if any.
-pub(super) fn sidecar_from(w: &dyn Templated, stores: &Stores) -> Option<(String, String)> {
+/// Which sidecar Collector a workload carries now, if any, of the `existing` sidecar ones.
+pub(super) fn sidecar_from(
+    w: &dyn Templated,
+    stores: &Stores,
+    existing: &[(String, String)],
+) -> Option<(String, String)> {
     w.config_hash()?;
     let ns = w.namespace();
     let nso = namespace_annotations(stores, ns);
     let r = resolve_workload(w, nso.as_deref()).ok()?;
-    let existing = names_of(&stores.collectors, is_sidecar_collector);
-    annotations::pick_sidecar(&r.sidecar, ns, &existing)
+    annotations::pick_sidecar(&r.sidecar, ns, existing)
         .ok()
         .flatten()
 }

@@ -26,11 +26,11 @@ pub(super) async fn instrumentation_status(
     let ns = inst.namespace().unwrap_or_default();
     let name = inst.name_any();
     let all = ctx.stores.workloads.all();
+    let existing = names_of(&ctx.stores.instrumentations, |_| true);
     let (mut by_kind, mut rollouts) = (status::ByKind::default(), status::Rollouts::default());
-    for w in all
-        .iter()
-        .filter(|w| injected_from(w.as_ref(), &ctx.stores) == Some((ns.clone(), name.clone())))
-    {
+    for w in all.iter().filter(|w| {
+        injected_from(w.as_ref(), &ctx.stores, &existing) == Some((ns.clone(), name.clone()))
+    }) {
         by_kind.add(w.kind());
         if let Some(s) = injected_rollout(w.as_ref()) {
             rollouts.add(s);
