@@ -179,6 +179,10 @@ pub(super) fn trim<W: Object>(d: &mut W) {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
     d.slim_status();
+    // Of the env, only the user's variables' names: decisions read no other (`user_vars`), and
+    // kotel's own are in the Shape. An `EnvVar` takes 280 bytes however little it holds, and
+    // kotel's dozen were most of a cached workload.
+    let owned = ownership::owned_shape(d.meta());
     let Some(pod) = d.template_mut().and_then(|t| t.spec.as_mut()) else {
         return;
     };
@@ -186,7 +190,9 @@ pub(super) fn trim<W: Object>(d: &mut W) {
         name: c.name.clone(),
         image: c.image.clone(),
         env: c.env.as_ref().map(|env| {
+            let mine = owned.env.get(&c.name);
             env.iter()
+                .filter(|e| !mine.is_some_and(|m| m.contains(&e.name)))
                 .map(|e| EnvVar {
                     name: e.name.clone(),
                     ..Default::default()
@@ -216,11 +222,13 @@ mod tests {
                 "annotations": {"kotel.dev/inject": "true", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
                 "managedFields": [
                     {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {}}},
-                    {"manager": "kotel", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+                    {"manager": "kotel", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                        "k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:env": {
+                            "k:{\"name\":\"OTEL_SERVICE_NAME\"}": {".": {}, "f:name": {}, "f:value": {}}}}}}}}}}
                 ]},
             "spec": {"selector": {}, "template": {
                 "metadata": {"labels": {"app.kubernetes.io/name": "x"}, "annotations": {"kotel.dev/config-hash": "h"}},
-                "spec": {"containers": [{"name": "app", "image": "app:1", "env": [{"name": "A", "value": "secret-ish"}],
+                "spec": {"containers": [{"name": "app", "image": "app:1", "env": [{"name": "A", "value": "secret-ish"}, {"name": "OTEL_SERVICE_NAME", "value": "x"}],
                           "resources": {"limits": {"cpu": "1"}}}],
                          "initContainers": [{"name": "kotel-collector", "image": "c", "args": ["--config=env:X"]}],
                          "volumes": [{"name": "v", "emptyDir": {}}]}}},
@@ -237,7 +245,15 @@ mod tests {
             "of the status, only what the rollout state reads"
         );
         assert!(d.metadata.managed_fields.is_none());
-        assert!(ownership::owned_shape(&d.metadata).is_empty());
+        let shape = ownership::owned_shape(&d.metadata);
+        assert_eq!(
+            shape
+                .env
+                .get("app")
+                .map(|e| e.iter().map(String::as_str).collect::<Vec<_>>()),
+            Some(vec!["OTEL_SERVICE_NAME"]),
+            "kotel's variables are in the Shape"
+        );
         assert!(
             !d.metadata
                 .annotations
@@ -255,6 +271,7 @@ mod tests {
         );
         assert!(c.resources.is_none());
         let env = c.env.as_ref().unwrap();
+        assert_eq!(env.len(), 1, "only the user's variables: {env:?}");
         assert_eq!(env[0].name, "A");
         assert!(env[0].value.is_none());
         assert_eq!(
