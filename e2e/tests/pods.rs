@@ -502,36 +502,58 @@ fn finished_at(
     s.state.as_ref()?.terminated.as_ref()?.finished_at.clone()
 }
 
+/// The user story's objects: the operator chart, examples/ in an `obs` and an `app` namespace
+/// (each enforcing Pod Security `restricted`), and the app chart with `app_values` besides its
+/// image, injected and rolled out. Fields drop in order: the app first, the operator last.
+struct Scene {
+    _app_release: Release,
+    app: TestNamespace,
+    obs: TestNamespace,
+    operator: Release,
+    op_ns: TestNamespace,
+}
+
+impl Scene {
+    async fn set_up(client: &Client, app_values: &[(&str, String)]) -> anyhow::Result<Scene> {
+        let (op_ns, operator) = setup_operator(client, "kotel").await?;
+        let obs = restricted_namespace(client, "obs").await?;
+        let app = restricted_namespace(client, "app").await?;
+        for obj in examples(&app.name, &obs.name)? {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
+            apply_json(client, &ns, obj, "kotel-e2e-user").await?;
+        }
+        cluster::wait_rollout(client, &obs.name, GATEWAY).await?;
+        let mut values = vec![
+            ("image.repository", image_repository("inference-app")),
+            ("image.tag", image_tag()),
+        ];
+        values.extend(app_values.iter().cloned());
+        let app_release = Release::install(APP, &app.name, &chart("inference-app"), &values)?;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.name);
+        wait_for(
+            "kotel to inject the app",
+            Duration::from_secs(60),
+            || async { Ok(template_hash(&deployments.get(APP).await?).is_some()) },
+        )
+        .await?;
+        cluster::wait_rollout(client, &app.name, APP).await?;
+        Ok(Scene {
+            _app_release: app_release,
+            app,
+            obs,
+            operator,
+            op_ns,
+        })
+    }
+}
+
 #[tokio::test]
 async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
     let client = client().await?;
-    let (op_ns, operator) = setup_operator(&client, "kotel").await?;
-    let obs = restricted_namespace(&client, "obs").await?;
-    let app = restricted_namespace(&client, "app").await?;
-    for obj in examples(&app.name, &obs.name)? {
-        let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
-        apply_json(&client, &ns, obj, "kotel-e2e-user").await?;
-    }
-    cluster::wait_rollout(&client, &obs.name, GATEWAY).await?;
-
-    // The app chart, annotated for inject and sidecar, in the restricted namespace.
-    let _app_release = Release::install(
-        APP,
-        &app.name,
-        &chart("inference-app"),
-        &[
-            ("image.repository", image_repository("inference-app")),
-            ("image.tag", image_tag()),
-        ],
-    )?;
+    // The app chart, annotated for inject and sidecar.
+    let scene = Scene::set_up(&client, &[]).await?;
+    let (op_ns, operator, obs, app) = (&scene.op_ns, &scene.operator, &scene.obs, &scene.app);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.name);
-    wait_for(
-        "kotel to inject the app",
-        Duration::from_secs(60),
-        || async { Ok(template_hash(&deployments.get(APP).await?).is_some()) },
-    )
-    .await?;
-    cluster::wait_rollout(&client, &app.name, APP).await?;
     let pod = app_pod(&client, &app.name).await?;
     let spec = pod.spec.clone().unwrap_or_default();
     let sidecar = spec
@@ -617,7 +639,7 @@ async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
     // The operator gone: new app pods are instrumented all the same, and with the operator
     // back nothing is written.
     let op_deployments: Api<Deployment> = Api::namespaced(client.clone(), &op_ns.name);
-    let op_name = operator_deployment(&operator);
+    let op_name = operator_deployment(operator);
     let scale = |n: i32| Patch::Merge(json!({"spec": {"replicas": n}}));
     op_deployments
         .patch(&op_name, &PatchParams::default(), &scale(0))
@@ -715,33 +737,10 @@ async fn the_user_story_on_running_pods() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_gateway_mode_change_under_load_fails_no_request() -> anyhow::Result<()> {
     let client = client().await?;
-    let (_op_ns, _operator) = setup_operator(&client, "kotel").await?;
-    let obs = restricted_namespace(&client, "obs").await?;
-    let app = restricted_namespace(&client, "app").await?;
-    for obj in examples(&app.name, &obs.name)? {
-        let ns = obj["metadata"]["namespace"].as_str().unwrap().to_string();
-        apply_json(&client, &ns, obj, "kotel-e2e-user").await?;
-    }
-    cluster::wait_rollout(&client, &obs.name, GATEWAY).await?;
     // Without a sidecar: the app exports to the gateway's Service itself.
-    let _app_release = Release::install(
-        APP,
-        &app.name,
-        &chart("inference-app"),
-        &[
-            ("image.repository", image_repository("inference-app")),
-            ("image.tag", image_tag()),
-            ("kotel.sidecar", "false".into()),
-        ],
-    )?;
+    let scene = Scene::set_up(&client, &[("kotel.sidecar", "false".into())]).await?;
+    let (obs, app) = (&scene.obs, &scene.app);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &app.name);
-    wait_for(
-        "kotel to inject the app",
-        Duration::from_secs(60),
-        || async { Ok(template_hash(&deployments.get(APP).await?).is_some()) },
-    )
-    .await?;
-    cluster::wait_rollout(&client, &app.name, APP).await?;
     let generation = deployments.get(APP).await?.metadata.generation;
 
     // Load for two minutes, at a rate the shared node sustains.
