@@ -22,14 +22,10 @@ use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-#[cfg(test)]
-use k8s_openapi::api::apps::v1::DeploymentStatus;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVar, Namespace, PodSpec, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as KubeEvent;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -55,7 +51,7 @@ use crate::ownership::{self, FIELD_MANAGER};
 use crate::rollout;
 use crate::status::{self, Want};
 use crate::validation;
-use crate::workload::{Kind, Object, Templated};
+use crate::workload::{Kind, Object, Templated, Watched};
 
 mod apply;
 mod apply_gateway;
@@ -189,10 +185,14 @@ pub async fn run(
     let (ready_tx, ready_rx) = watch::channel([false; STREAMS]);
     let ready_tx = Arc::new(ready_tx);
     let (status_tx, status_rx) = mpsc::unbounded::<()>();
-    let (dep_store, dep_stream) = watch_workloads::<Deployment>(&client, &ready_tx, 0, &status_tx);
-    let (sts_store, sts_stream) = watch_workloads::<StatefulSet>(&client, &ready_tx, 9, &status_tx);
-    let (ds_store, ds_stream) = watch_workloads::<DaemonSet>(&client, &ready_tx, 10, &status_tx);
-    let (cj_store, cj_stream) = watch_workloads::<CronJob>(&client, &ready_tx, 11, &status_tx);
+    let (dep_store, dep_stream) =
+        watch_workloads::<Watched<Deployment>>(&client, &ready_tx, 0, &status_tx);
+    let (sts_store, sts_stream) =
+        watch_workloads::<Watched<StatefulSet>>(&client, &ready_tx, 9, &status_tx);
+    let (ds_store, ds_stream) =
+        watch_workloads::<Watched<DaemonSet>>(&client, &ready_tx, 10, &status_tx);
+    let (cj_store, cj_stream) =
+        watch_workloads::<Watched<CronJob>>(&client, &ready_tx, 11, &status_tx);
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let ns_stream = watcher(
         Api::<Namespace>::all(client.clone()),
@@ -436,7 +436,6 @@ fn watch_workloads<W: Object>(
         watcher::Config::default().page_size(100),
     )
     .default_backoff()
-    .modify(trim::<W>)
     .reflect(writer)
     .inspect(mark_ready(ready.clone(), i))
     .inspect(wake_status_on_delete(status.clone()))

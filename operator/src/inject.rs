@@ -2,7 +2,7 @@
 //! language agent, the sidecar, the config hash, and the server-side-apply body that carries
 //! exactly that.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, ObjectFieldSelector, Volume, VolumeMount,
@@ -46,7 +46,7 @@ pub struct Workload<'a> {
     /// The pod template's labels.
     pub template_labels: Option<&'a BTreeMap<String, String>>,
     /// The pod template's containers as they are now.
-    pub containers: &'a [Container],
+    pub containers: &'a [crate::workload::Container],
     /// The config hash on the pod template now.
     pub current_hash: Option<&'a str>,
     /// What kotel owns now.
@@ -224,8 +224,8 @@ pub fn destination(
     Ok(Destination { endpoint, protocol })
 }
 
-/// The full env kotel would give one container of `workload` (its kind and name), in contract
-/// order, before user vars are removed. `version_label`: the pod template carries
+/// The full env kotel would give the container named `container` of `workload` (its kind and
+/// name), in contract order, before user vars are removed. `version_label`: the pod template carries
 /// [`VERSION_LABEL`].
 pub fn container_env(
     spec: &InstrumentationSpec,
@@ -233,7 +233,7 @@ pub fn container_env(
     workload: (Kind, &str),
     service: &str,
     dest: &Destination,
-    container: &Container,
+    container: &str,
     version_label: bool,
 ) -> Vec<EnvVar> {
     let mut env = vec![
@@ -281,7 +281,7 @@ pub fn container_env(
         (workload.0.name_attribute().into(), encode_value(workload.1)),
         ("k8s.pod.name".into(), format!("$({POD_NAME_VAR})")),
         ("k8s.node.name".into(), format!("$({NODE_NAME_VAR})")),
-        ("k8s.container.name".into(), encode_value(&container.name)),
+        ("k8s.container.name".into(), encode_value(container)),
         ("service.namespace".into(), encode_value(namespace)),
     ];
     if version_label {
@@ -292,7 +292,7 @@ pub fn container_env(
         format!(
             "{}.$({POD_NAME_VAR}).{}",
             encode_value(namespace),
-            encode_value(&container.name)
+            encode_value(container)
         ),
     ));
     for (k, v) in &spec.resource_attributes {
@@ -358,18 +358,6 @@ pub fn agent_env(language: Language, spec: &agent::AgentSpec) -> Vec<EnvVar> {
     env
 }
 
-/// The env var names a container sets that kotel does not own: the user's.
-pub fn user_vars(container: &Container, owned: &Shape) -> BTreeSet<String> {
-    let mine = owned.env.get(&container.name);
-    container
-        .env
-        .iter()
-        .flatten()
-        .map(|e| e.name.clone())
-        .filter(|n| !mine.is_some_and(|m| m.contains(n)))
-        .collect()
-}
-
 /// Computes what kotel should own on a workload.
 pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
     let mut out = Plan::default();
@@ -401,7 +389,7 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
             {
                 continue;
             }
-            let users = user_vars(c, w.owned);
+            let users = &c.user_env;
             let mut env = Vec::new();
             let version_label = w
                 .template_labels
@@ -412,7 +400,7 @@ pub fn plan(w: &Workload<'_>, r: &Request<'_>) -> Result<Plan, PlanError> {
                 (w.kind, w.name),
                 &service,
                 &dest,
-                c,
+                &c.name,
                 version_label,
             );
             if let (Some((language, agent_spec)), Some(d)) = (&agent, &delivered) {
@@ -575,6 +563,7 @@ mod tests {
     use crate::instrumentation::{HeaderValue, Sampler, SamplerType};
     use k8s_openapi::api::core::v1::SecretKeySelector;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     fn inst(v: Value) -> InstrumentationSpec {
         serde_json::from_value(v).unwrap()
@@ -584,13 +573,27 @@ mod tests {
         inst(json!({"exporter": {"endpoint": "http://gw.obs:4318"}}))
     }
 
-    fn container(name: &str, image: &str, env: &[(&str, &str)]) -> Container {
-        Container {
+    /// A container as the cache keeps it, with the user's env vars `env` (their values do not
+    /// count).
+    fn container(name: &str, env: &[(&str, &str)]) -> crate::workload::Container {
+        crate::workload::Container {
             name: name.into(),
-            image: Some(image.into()),
-            env: (!env.is_empty()).then(|| env.iter().map(|(k, v)| var(k, *v)).collect()),
-            ..Default::default()
+            user_env: env.iter().map(|(k, _)| k.to_string()).collect(),
         }
+    }
+
+    /// Full containers, as a simulated API server holds them, as the cache keeps them.
+    fn cached(containers: &[Container], owned: &Shape) -> Vec<crate::workload::Container> {
+        containers
+            .iter()
+            .map(|c| {
+                crate::workload::Container::new(
+                    c.name.clone(),
+                    c.env.iter().flatten().map(|e| e.name.clone()),
+                    owned,
+                )
+            })
+            .collect()
     }
 
     fn field_path(e: &EnvVar) -> &str {
@@ -613,15 +616,7 @@ mod tests {
 
     /// The env of container `c` in namespace `n`, workload `d`, service `s`, no version label.
     fn plain_env(spec: &InstrumentationSpec) -> Vec<EnvVar> {
-        container_env(
-            spec,
-            "n",
-            (Kind::Deployment, "d"),
-            "s",
-            &dest(),
-            &container("c", "img", &[]),
-            false,
-        )
+        container_env(spec, "n", (Kind::Deployment, "d"), "s", &dest(), "c", false)
     }
 
     fn dest() -> Destination {
@@ -639,14 +634,13 @@ mod tests {
             "metricExportInterval": "15s",
             "env": [{"name": "EXTRA", "value": "1"}]
         }));
-        let c = container("app", "repo/app:1.2.3", &[]);
         let env = container_env(
             &spec,
             "shop",
             (Kind::Deployment, "cart"),
             "cart-svc",
             &dest(),
-            &c,
+            "app",
             true,
         );
         assert_eq!(
@@ -706,7 +700,7 @@ mod tests {
             (Kind::CronJob, "cart"),
             "s",
             &dest(),
-            &container("app", "app:1.4.2", &[]),
+            "app",
             false,
         );
         let attrs = value(&env, "OTEL_RESOURCE_ATTRIBUTES").unwrap();
@@ -739,15 +733,7 @@ mod tests {
             argument: None,
         });
         let d = destination("i", &spec, None, false).unwrap();
-        let env = container_env(
-            &spec,
-            "n",
-            (Kind::Deployment, "d"),
-            "s",
-            &d,
-            &container("c", "img", &[]),
-            false,
-        );
+        let env = container_env(&spec, "n", (Kind::Deployment, "d"), "s", &d, "c", false);
         assert_eq!(value(&env, "OTEL_EXPORTER_OTLP_PROTOCOL"), Some("grpc"));
         assert_eq!(value(&env, "OTEL_TRACES_EXPORTER"), Some("otlp"));
         assert_eq!(value(&env, "OTEL_METRICS_EXPORTER"), Some("none"));
@@ -860,8 +846,8 @@ mod tests {
     #[test]
     fn plan_selects_containers_and_keeps_user_vars() {
         let containers = vec![
-            container("app", "app:1", &[("OTEL_SERVICE_NAME", "mine")]),
-            container("proxy", "envoy:1", &[]),
+            container("app", &[("OTEL_SERVICE_NAME", "mine")]),
+            container("proxy", &[]),
         ];
         let owned = Shape::default();
         let w = Workload {
@@ -897,7 +883,7 @@ mod tests {
 
     #[test]
     fn plan_with_sidecar_only() {
-        let containers = vec![container("app", "app:1", &[])];
+        let containers = vec![container("app", &[])];
         let owned = Shape::default();
         let w = Workload {
             kind: Kind::Deployment,
@@ -941,7 +927,7 @@ mod tests {
     }
 
     fn agent_plan(
-        containers: &[Container],
+        containers: &[crate::workload::Container],
         spec: &InstrumentationSpec,
         only: Option<&[String]>,
     ) -> Result<Plan, PlanError> {
@@ -968,10 +954,7 @@ mod tests {
 
     #[test]
     fn a_python_agent_is_copied_mounted_and_activated_in_the_selected_containers() {
-        let containers = vec![
-            container("app", "shop:1", &[]),
-            container("proxy", "envoy:1", &[]),
-        ];
+        let containers = vec![container("app", &[]), container("proxy", &[])];
         let only = vec!["app".to_string()];
         let p = agent_plan(&containers, &basic(), Some(&only)).unwrap();
         let env = &p.intent.containers[0].1;
@@ -1021,7 +1004,7 @@ mod tests {
 
     #[test]
     fn a_container_that_sets_pythonpath_keeps_it_and_is_told_what_to_add() {
-        let containers = vec![container("app", "shop:1", &[("PYTHONPATH", "/srv/lib")])];
+        let containers = vec![container("app", &[("PYTHONPATH", "/srv/lib")])];
         let p = agent_plan(&containers, &basic(), None).unwrap();
         assert_eq!(p.agent_skipped, vec![("app".to_string(), "PYTHONPATH")]);
         assert!(!names(&p.intent.containers[0].1).contains(&"PYTHONPATH"));
@@ -1041,7 +1024,7 @@ mod tests {
                 {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector:4318"}]},
             "sampler": {"type": "parentbased_traceidratio", "argument": "0.25"}
         }));
-        let p = agent_plan(&[container("app", "shop:1", &[])], &spec, None).unwrap();
+        let p = agent_plan(&[container("app", &[])], &spec, None).unwrap();
         let env = &p.intent.containers[0].1;
         assert_eq!(
             value(env, "OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -1061,7 +1044,7 @@ mod tests {
     fn the_python_agent_refuses_grpc_with_a_fix() {
         let mut spec = basic();
         spec.exporter.protocol = Protocol::Grpc;
-        let err = agent_plan(&[container("app", "shop:1", &[])], &spec, None).unwrap_err();
+        let err = agent_plan(&[container("app", &[])], &spec, None).unwrap_err();
         assert!(err.to_string().contains("http/protobuf"), "{err}");
     }
 
@@ -1178,7 +1161,7 @@ mod tests {
             let mut hash = None;
 
             let first = {
-                let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+                let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &cached(&containers, &owned), current_hash: hash.as_deref(), owned: &owned };
                 plan(&w, &req).unwrap()
             };
             for (_, env) in &first.intent.containers {
@@ -1187,7 +1170,7 @@ mod tests {
                 }
             }
             simulate_apply(&mut containers, &mut owned, &mut hash, &first.intent);
-            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &cached(&containers, &owned), current_hash: hash.as_deref(), owned: &owned };
             let second = plan(&w, &req).unwrap();
             prop_assert_eq!(&second.intent, &first.intent);
             prop_assert!(second.intent.is_applied(w.owned, w.current_hash));
@@ -1209,11 +1192,11 @@ mod tests {
             let mut owned = Shape::default();
             let mut hash = None;
             let req = Request { instrumentation: Some(("i", &spec)), ..Default::default() };
-            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: None, owned: &owned };
+            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &cached(&containers, &owned), current_hash: None, owned: &owned };
             let p = plan(&w, &req).unwrap();
             simulate_apply(&mut containers, &mut owned, &mut hash, &p.intent);
 
-            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &containers, current_hash: hash.as_deref(), owned: &owned };
+            let w = Workload { kind: Kind::Deployment, namespace: "n", name: "d", template_labels: None, containers: &cached(&containers, &owned), current_hash: hash.as_deref(), owned: &owned };
             let removed = plan(&w, &Request::default()).unwrap();
             prop_assert!(removed.intent.shape().is_empty());
             let body = removed.intent.apply_body(Kind::Deployment, "n", "d");

@@ -134,31 +134,6 @@ pub fn kotel_shape(managed: &[ManagedFieldsEntry]) -> Shape {
     shape
 }
 
-/// Key of the in-memory note that replaces managedFields in kotel's cache. It never reaches the
-/// API server: kotel only ever sends apply bodies built from its intent.
-pub const CACHED_SHAPE: &str = "kotel.dev/cached-shape";
-
-/// Replaces `managedFields` by the Shape they encode (a few hundred bytes instead of a JSON tree
-/// per env var), for objects kept in the reflector cache.
-pub fn compact(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
-    let shape = kotel_shape(meta.managed_fields.as_deref().unwrap_or_default());
-    meta.managed_fields = None;
-    let note = serde_json::to_string(&shape).expect("a Shape serialises");
-    meta.annotations
-        .get_or_insert_with(Default::default)
-        .insert(CACHED_SHAPE.to_string(), note);
-}
-
-/// The Shape kotel owns on an object: from the cache note when there is one, else from its
-/// managedFields.
-pub fn owned_shape(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Shape {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(CACHED_SHAPE))
-        .and_then(|n| serde_json::from_str(n).ok())
-        .unwrap_or_else(|| kotel_shape(meta.managed_fields.as_deref().unwrap_or_default()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,25 +193,6 @@ mod tests {
         let cron = json!({"f:spec": {"f:jobTemplate": {"f:spec": managed[1].fields_v1.clone().unwrap().0["f:spec"].clone()}}});
         assert_eq!(kotel_shape(&[entry(FIELD_MANAGER, "Apply", cron)]), s);
         assert!(!s.is_empty());
-    }
-
-    #[test]
-    fn compacted_metadata_yields_the_same_shape() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-        let fields = json!({"f:spec": {"f:template": {
-            "f:metadata": {"f:annotations": {"f:kotel.dev/config-hash": {}}},
-            "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {"f:env": {
-                "k:{\"name\":\"OTEL_SERVICE_NAME\"}": {"f:value": {}}}}}}
-        }}});
-        let mut meta = ObjectMeta {
-            managed_fields: Some(vec![entry(FIELD_MANAGER, "Apply", fields)]),
-            ..Default::default()
-        };
-        let before = owned_shape(&meta);
-        assert!(before.hash_annotation && before.env["app"].contains("OTEL_SERVICE_NAME"));
-        compact(&mut meta);
-        assert!(meta.managed_fields.is_none());
-        assert_eq!(owned_shape(&meta), before);
     }
 
     #[test]

@@ -64,17 +64,12 @@ pub(super) fn decide(
         },
         None => None,
     };
-    let containers = w
-        .template()
-        .and_then(|t| t.spec.as_ref())
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default();
     let workload = Workload {
         kind: w.kind(),
         namespace: w.namespace(),
         name: w.name(),
-        template_labels: w.template_labels(),
-        containers,
+        template_labels: Some(&w.template().labels),
+        containers: &w.template().containers,
         current_hash: w.config_hash(),
         owned,
     };

@@ -27,10 +27,9 @@ pub(super) fn resolve_workload(
     w: &dyn Templated,
     ns_obj: Option<&Namespace>,
 ) -> Result<Resolved, annotations::AnnotationError> {
-    let template_meta = w.template().and_then(|t| t.metadata.as_ref());
     let sources = Sources {
         workload: w.object_meta().annotations.as_ref(),
-        template: template_meta.and_then(|m| m.annotations.as_ref()),
+        template: Some(&w.template().annotations),
         namespace: ns_obj.and_then(|n| n.metadata.annotations.as_ref()),
     };
     annotations::resolve(&sources, w.namespace())

@@ -117,15 +117,10 @@ fn web(extra_template_meta: Value) -> Value {
     if let Some(a) = extra_template_meta.get("annotations") {
         d["spec"]["template"]["metadata"]["annotations"] = a.clone();
     }
-    if let Some(a) = extra_template_meta.get("metadata_annotations") {
-        for (k, v) in a.as_object().unwrap() {
-            d["metadata"]["annotations"][k] = v.clone();
-        }
-    }
     d
 }
 
-fn deployment(v: &Value) -> Arc<Deployment> {
+fn deployment(v: &Value) -> Arc<Watched<Deployment>> {
     Arc::new(serde_json::from_value(v.clone()).unwrap())
 }
 
@@ -212,7 +207,7 @@ fn nightly() -> Value {
 async fn a_cron_job_gets_its_job_template_patched_with_its_own_name_attribute() {
     let c = nightly();
     let (ctx, mut api) = context(&[instrumentation(), c.clone()]);
-    let cron: Arc<CronJob> = Arc::new(serde_json::from_value(c.clone()).unwrap());
+    let cron: Arc<Watched<CronJob>> = Arc::new(serde_json::from_value(c.clone()).unwrap());
     let (res, (body, injected)) = tokio::join!(reconcile_workload(cron, ctx.clone()), async {
         let body = expect(
             &mut api,
@@ -262,15 +257,13 @@ async fn an_injected_deployment_costs_no_request() {
     let plan = decide(d.as_ref(), &inputs, &ownership::Shape::default())
         .expect("a plan")
         .expect("nothing to wait for");
-    let injected = web(json!({
-        "annotations": {"kotel.dev/config-hash": plan.intent.hash},
-        "metadata_annotations": {
-            ownership::CACHED_SHAPE: serde_json::to_string(&plan.intent.shape()).unwrap()
-        }
-    }));
+    let injected = web(json!({"annotations": {"kotel.dev/config-hash": plan.intent.hash}}));
+    let mut d: Watched<Deployment> = serde_json::from_value(injected.clone()).unwrap();
+    // As its managedFields would say after kotel's apply.
+    d.owned = plan.intent.shape();
 
-    let (ctx, mut api) = context(&[instrumentation(), injected.clone()]);
-    reconcile_workload(deployment(&injected), ctx.clone())
+    let (ctx, mut api) = context(&[instrumentation(), injected]);
+    reconcile_workload(Arc::new(d), ctx.clone())
         .await
         .expect("reconciled");
     expect_none(&mut api).await;

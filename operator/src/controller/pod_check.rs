@@ -36,20 +36,13 @@ pub(super) async fn missing_secret(
     refs: &[crate::blocked::HeaderRef],
     instrumentation: &str,
 ) -> Result<Option<Problem>, Error> {
-    let Some(template) = w.template() else {
-        return Ok(None);
-    };
-    let labels = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.as_ref())
-        .map(|l| {
-            l.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let labels = w
+        .template()
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     if labels.is_empty() {
         return Ok(None);
     }

@@ -1,5 +1,5 @@
-//! The reflector stores every stage reads instead of calling the API server, their readiness,
-//! and what of each object they keep.
+//! The reflector stores every stage reads instead of calling the API server, and their
+//! readiness.
 
 use super::*;
 
@@ -31,13 +31,13 @@ pub(super) const STREAMS: usize = 13;
 #[derive(Clone)]
 pub struct WorkloadStores {
     /// Deployments.
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<Watched<Deployment>>,
     /// StatefulSets.
-    pub stateful_sets: Store<StatefulSet>,
+    pub stateful_sets: Store<Watched<StatefulSet>>,
     /// DaemonSets.
-    pub daemon_sets: Store<DaemonSet>,
+    pub daemon_sets: Store<Watched<DaemonSet>>,
     /// CronJobs.
-    pub cron_jobs: Store<CronJob>,
+    pub cron_jobs: Store<Watched<CronJob>>,
 }
 
 /// A workload's identity: kind, namespace, name.
@@ -166,117 +166,5 @@ pub(super) fn mark_ready<K>(
         if let Ok(watcher::Event::InitDone) = ev {
             tx.send_if_modified(|r| !std::mem::replace(&mut r[i], true));
         }
-    }
-}
-
-/// Drops what kotel never reads from the cached workloads (managedFields, replaced by the
-/// Shape kotel owns; the last-applied annotation; of the status what the rollout state does not
-/// read; and of the pod spec everything but container names, images and env var names), which
-/// is most of their size.
-pub(super) fn trim<W: Object>(d: &mut W) {
-    ownership::compact(d.meta_mut());
-    if let Some(a) = d.meta_mut().annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    d.slim_status();
-    // Of the env, only the user's variables' names: decisions read no other (`user_vars`), and
-    // kotel's own are in the Shape. An `EnvVar` takes 280 bytes however little it holds, and
-    // kotel's dozen were most of a cached workload.
-    let owned = ownership::owned_shape(d.meta());
-    let Some(pod) = d.template_mut().and_then(|t| t.spec.as_mut()) else {
-        return;
-    };
-    let slim = |c: &Container| Container {
-        name: c.name.clone(),
-        image: c.image.clone(),
-        env: c.env.as_ref().map(|env| {
-            let mine = owned.env.get(&c.name);
-            env.iter()
-                .filter(|e| !mine.is_some_and(|m| m.contains(&e.name)))
-                .map(|e| EnvVar {
-                    name: e.name.clone(),
-                    ..Default::default()
-                })
-                .collect()
-        }),
-        ..Default::default()
-    };
-    *pod = PodSpec {
-        containers: pod.containers.iter().map(slim).collect(),
-        init_containers: pod
-            .init_containers
-            .as_ref()
-            .map(|i| i.iter().map(slim).collect()),
-        ..Default::default()
-    };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trimmed_deployments_keep_what_decisions_read() {
-        let mut d: Deployment = serde_json::from_value(json!({
-            "metadata": {"name": "d", "namespace": "n",
-                "annotations": {"kotel.dev/inject": "true", "kubectl.kubernetes.io/last-applied-configuration": "{...}"},
-                "managedFields": [
-                    {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {}}},
-                    {"manager": "kotel", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
-                        "k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:env": {
-                            "k:{\"name\":\"OTEL_SERVICE_NAME\"}": {".": {}, "f:name": {}, "f:value": {}}}}}}}}}}
-                ]},
-            "spec": {"selector": {}, "template": {
-                "metadata": {"labels": {"app.kubernetes.io/name": "x"}, "annotations": {"kotel.dev/config-hash": "h"}},
-                "spec": {"containers": [{"name": "app", "image": "app:1", "env": [{"name": "A", "value": "secret-ish"}, {"name": "OTEL_SERVICE_NAME", "value": "x"}],
-                          "resources": {"limits": {"cpu": "1"}}}],
-                         "initContainers": [{"name": "kotel-collector", "image": "c", "args": ["--config=env:X"]}],
-                         "volumes": [{"name": "v", "emptyDir": {}}]}}},
-            "status": {"replicas": 1}
-        }))
-        .unwrap();
-        trim(&mut d);
-        assert_eq!(
-            d.status,
-            Some(DeploymentStatus {
-                replicas: Some(1),
-                ..Default::default()
-            }),
-            "of the status, only what the rollout state reads"
-        );
-        assert!(d.metadata.managed_fields.is_none());
-        let shape = ownership::owned_shape(&d.metadata);
-        assert_eq!(
-            shape
-                .env
-                .get("app")
-                .map(|e| e.iter().map(String::as_str).collect::<Vec<_>>()),
-            Some(vec!["OTEL_SERVICE_NAME"]),
-            "kotel's variables are in the Shape"
-        );
-        assert!(
-            !d.metadata
-                .annotations
-                .as_ref()
-                .unwrap()
-                .contains_key("kubectl.kubernetes.io/last-applied-configuration")
-        );
-        assert_eq!(d.config_hash(), Some("h"));
-        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        assert!(pod.volumes.is_none());
-        let c = &pod.containers[0];
-        assert_eq!(
-            (c.name.as_str(), c.image.as_deref()),
-            ("app", Some("app:1"))
-        );
-        assert!(c.resources.is_none());
-        let env = c.env.as_ref().unwrap();
-        assert_eq!(env.len(), 1, "only the user's variables: {env:?}");
-        assert_eq!(env[0].name, "A");
-        assert!(env[0].value.is_none());
-        assert_eq!(
-            pod.init_containers.as_ref().unwrap()[0].name,
-            "kotel-collector"
-        );
     }
 }

@@ -66,10 +66,10 @@ pub(super) fn workloads_in(stores: &Stores, ns: &str) -> Vec<Arc<dyn Templated>>
 /// One queue per kind into that kind's controller (`Controller::reconcile_on`), so that one
 /// watch of each input wakes every kind.
 pub(super) struct Wakers {
-    pub(super) deployments: mpsc::UnboundedSender<ObjectRef<Deployment>>,
-    pub(super) stateful_sets: mpsc::UnboundedSender<ObjectRef<StatefulSet>>,
-    pub(super) daemon_sets: mpsc::UnboundedSender<ObjectRef<DaemonSet>>,
-    pub(super) cron_jobs: mpsc::UnboundedSender<ObjectRef<CronJob>>,
+    pub(super) deployments: mpsc::UnboundedSender<ObjectRef<Watched<Deployment>>>,
+    pub(super) stateful_sets: mpsc::UnboundedSender<ObjectRef<Watched<StatefulSet>>>,
+    pub(super) daemon_sets: mpsc::UnboundedSender<ObjectRef<Watched<DaemonSet>>>,
+    pub(super) cron_jobs: mpsc::UnboundedSender<ObjectRef<Watched<CronJob>>>,
 }
 
 impl Wakers {

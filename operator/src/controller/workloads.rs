@@ -46,7 +46,7 @@ pub(super) async fn reconcile_inner<W: Object>(w: &W, ctx: &Context) -> Result<A
     if gateway::is_gateway_workload(w.meta()) {
         return Ok(Action::await_change());
     }
-    let owned = ownership::owned_shape(w.meta());
+    let owned = w.owned();
     ctx.observe_rollout(w);
 
     let inputs = match dereference(w, &ctx.stores) {
@@ -65,7 +65,7 @@ pub(super) async fn reconcile_inner<W: Object>(w: &W, ctx: &Context) -> Result<A
         ctx.clear_report(w);
         return Ok(Action::await_change());
     }
-    let plan = match decide(w, &inputs, &owned) {
+    let plan = match decide(w, &inputs, owned) {
         Ok(Some(p)) => p,
         // The Collector's image has not judged its configuration yet.
         Ok(None) => return Ok(Action::await_change()),
@@ -106,7 +106,7 @@ pub(super) async fn reconcile_inner<W: Object>(w: &W, ctx: &Context) -> Result<A
     } else {
         Action::await_change()
     };
-    if plan.intent.is_applied(&owned, w.config_hash()) {
+    if plan.intent.is_applied(owned, w.config_hash()) {
         return Ok(next);
     }
 
