@@ -7,6 +7,8 @@
 #   SINK=collector bench/inference.sh   # a real OpenTelemetry Collector as the sink instead
 #                                       # (OTLP receiver, debug exporter), built by
 #                                       # `bash e2e/controlplane.sh build`
+#   PIN=1 bench/inference.sh    # the services on CPU 0; wrk, loadgen and the sink (at nice 10)
+#                               # on CPU 1, so that the sink's work is not on the service's core
 #
 # Needs: wrk (Debian), Python 3 with the peer's packages (installed into
 # ~/.cache/kotel-bench/venv on first use), a build of inference-app with the `benchmark` profile (fat LTO).
@@ -46,10 +48,16 @@ for p in $sink_port 18991 18992 18997 18998 19002; do
   fi
 done
 sink=${SINK:-seed}
+# Where each process runs: anywhere on the two cores, or (PIN=1) the service alone on CPU 0.
+svc=() load=() sink_run=() cores="2 cores shared with wrk and the sink"
+if [ "${PIN:-0}" = 1 ]; then
+  svc=(taskset -c 0) load=(taskset -c 1) sink_run=(taskset -c 1 nice -n 10)
+  cores="the service alone on CPU 0; wrk, loadgen and the sink on CPU 1"
+fi
 # start_sink LOG: the OTLP sink on $sink_port, writing LOG; sets $sink_pid.
 start_sink() {
   case $sink in
-    seed) "$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$1" 2>&1 & ;;
+    seed) "${sink_run[@]}" "$venv/bin/python" "$peer/otlp_sink.py" "127.0.0.1:$sink_port" >"$1" 2>&1 & ;;
     collector)
       otelcol=${OTELCOL:-$HOME/.cache/kotel-e2e/bin/otelcol-kotel}
       [ -x "$otelcol" ] || { echo "no collector at $otelcol: build it with 'bash e2e/controlplane.sh build' (or set OTELCOL)" >&2; exit 1; }
@@ -63,7 +71,7 @@ service:
     metrics: {receivers: [otlp], exporters: [debug]}
     logs: {receivers: [otlp], exporters: [debug]}
 EOF
-      "$otelcol" --config "$work/otelcol.yaml" >"$1" 2>&1 & ;;
+      "${sink_run[@]}" "$otelcol" --config "$work/otelcol.yaml" >"$1" 2>&1 & ;;
     *) echo "SINK is seed or collector, not $sink" >&2; exit 1 ;;
   esac
   sink_pid=$!
@@ -84,13 +92,13 @@ to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} e
 wrk_run() {
   local a0 s0 a1 s1
   a0=$(ticks "$1"); s0=$(ticks "$sink_pid")
-  wrk -t2 -c"$conns" -d"${duration}s" -s "$peer/post.lua" "$3" --latency >"$work/wrk.$1.$2" 2>&1
+  "${load[@]}" wrk -t2 -c"$conns" -d"${duration}s" -s "$peer/post.lua" "$3" --latency >"$work/wrk.$1.$2" 2>&1
   sleep 1   # the last batches reach the sink
   a1=$(ticks "$1"); s1=$(ticks "$sink_pid")
   awk -v a="$((a1 - a0))" -v s="$((s1 - s0))" -v hz="$(getconf CLK_TCK)" \
     '/requests in/{printf "%.2f %.2f\n", a/hz/$1*1e6, s/hz/$1*1e6}' "$work/wrk.$1.$2" >"$work/cpu.$1.$2"
 }
-warm_up() { wrk -t2 -c"$conns" -d3s -s "$peer/post.lua" "$1" >/dev/null 2>&1 || true; }
+warm_up() { "${load[@]}" wrk -t2 -c"$conns" -d3s -s "$peer/post.lua" "$1" >/dev/null 2>&1 || true; }
 # Samples the RSS of each pid every 0.5 s into $work/rss.PID until killed.
 rss_sampler() { while sleep 0.5; do for p in "$@"; do rss_kb "$p" >>"$work/rss.$p"; done; done; }
 
@@ -117,7 +125,7 @@ row() {
 per_request() {
   local pid=$1 rate=$2 a0 s0 a1 s1
   a0=$(ticks "$pid"); s0=$(ticks "$sink_pid")
-  "$loadgen" --url "http://127.0.0.1:$port/predict" --rate "$rate" --duration "$duration" --concurrency 32 >"$work/paced"
+  "${load[@]}" "$loadgen" --url "http://127.0.0.1:$port/predict" --rate "$rate" --duration "$duration" --concurrency 32 >"$work/paced"
   sleep 1.5   # the last batches reach the sink
   a1=$(ticks "$pid"); s1=$(ticks "$sink_pid")
   cat "$work/paced"
@@ -125,7 +133,7 @@ per_request() {
     'BEGIN{printf "cost %.1f %.1f\n", a/hz/n*1e6, s/hz/n*1e6}'
 }
 
-echo "| service (wrk -t2 -c$conns, ${duration}s, 2 cores shared with wrk and the sink) | requests/s | p50 ms | p99 ms | CPU | RSS |" >"$work/table"
+echo "| service (wrk -t2 -c$conns, ${duration}s, $cores) | requests/s | p50 ms | p99 ms | CPU | RSS |" >"$work/table"
 echo "|---|---|---|---|---|---|" >>"$work/table"
 
 runs=${RUNS:-5}
@@ -142,7 +150,7 @@ for mode in "${modes[@]}"; do
     seed*)
       workers=${mode#seed}
       port=$((18990 + workers))
-      (cd "$work" && env "${peer_env[@]}" "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$port" --workers "$workers" >/dev/null 2>&1) &
+      (cd "$work" && "${svc[@]}" env "${peer_env[@]}" "$venv/bin/uvicorn" app:app --host 127.0.0.1 --port "$port" --workers "$workers" >/dev/null 2>&1) &
       pids+=($!)
       wait_http "http://127.0.0.1:$port/predict/"
       mode_pid[$mode]=$(pgrep -f "uvicorn app:app --host 127.0.0.1 --port $port" | head -1)
@@ -158,7 +166,7 @@ for mode in "${modes[@]}"; do
         sampled) extra=(OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
           label="inference-app, telemetry on, traces sampled at 10%" ;;
       esac
-      env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" \
+      "${svc[@]}" env "${app_env[@]}" "${extra[@]}" "$app" serve --model-dir "$work/model" --addr "127.0.0.1:$port" \
         > >(grep --line-buffered 'DroppingStarted' >"$work/app.$mode.drops") 2>&1 &
       mode_pid[$mode]=$!; pids+=($!)
       mode_url[$mode]="http://127.0.0.1:$port/predict"
