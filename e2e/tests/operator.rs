@@ -145,7 +145,8 @@ async fn crds_install_and_kubectl_shows_printer_columns() -> anyhow::Result<()> 
     // kotel (a structural schema cannot type it): Ready=False naming the field, and an Event.
     ns.apply(instrumentation(
         "upstream",
-        json!({"exporter": {"endpoint": "http://x:4318"}, "sampler": {"type": "parentbased_traceidratio", "argument": "0.25"}}),
+        json!({"exporter": {"endpoint": "http://x:4318"}, "sampler": {"type": "parentbased_traceidratio", "argument": "0.25"},
+               "env": [{"name": "OTEL_TRACES_SAMPLER", "value": "always_on"}]}),
     ))
     .await?;
     ns.apply(instrumentation(
@@ -170,13 +171,20 @@ async fn crds_install_and_kubectl_shows_printer_columns() -> anyhow::Result<()> 
                 .is_some_and(|m| m.contains("spec.sampler.argument 1.5")))
     })
     .await?;
-    wait_for("the upstream-style Instrumentation is Ready", T, || async {
-        Ok(api.get("upstream").await?.status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        }))
-    })
+    // Its env replaces the sampler kotel derives from spec.sampler: accepted, and said.
+    wait_for(
+        "the upstream-style Instrumentation is Ready, naming spec.env's OTEL_TRACES_SAMPLER",
+        T,
+        || async {
+            Ok(api.get("upstream").await?.status.is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Ready"
+                        && c.status == "True"
+                        && c.message.contains("spec.env sets OTEL_TRACES_SAMPLER")
+                })
+            }))
+        },
+    )
     .await?;
     assert!(
         event_reasons(&client, &ns.name, "ratio")

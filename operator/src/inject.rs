@@ -2,7 +2,7 @@
 //! language agent, the sidecar, the config hash, and the server-side-apply body that carries
 //! exactly that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, EnvVarSource, ObjectFieldSelector, Volume, VolumeMount,
@@ -328,6 +328,34 @@ pub fn container_env(
     }
     env.extend(spec.env.iter().cloned());
     dedupe(env)
+}
+
+/// The variables in `spec.env` that replace a value kotel derives from the spec's own fields
+/// (its sampler, signals, exporter): allowed, as upstream's `env` is, and said in the
+/// Instrumentation's `Ready` condition so that nobody wonders why `spec.sampler` has no effect.
+pub fn env_overrides(spec: &InstrumentationSpec) -> Vec<String> {
+    let own = InstrumentationSpec {
+        env: Vec::new(),
+        ..spec.clone()
+    };
+    let dest = Destination {
+        endpoint: String::new(),
+        protocol: spec.exporter.protocol,
+    };
+    let derived: BTreeSet<String> =
+        container_env(&own, "", (Kind::Deployment, ""), "", &dest, "", true)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+    let mut listed = BTreeSet::new();
+    spec.env
+        .iter()
+        .map(|e| e.name.clone())
+        .filter(|n| derived.contains(n))
+        // Without `exporter.endpoint`, `env` is where the endpoint comes from (upstream's CRs).
+        .filter(|n| n != "OTEL_EXPORTER_OTLP_ENDPOINT" || spec.exporter.endpoint.is_some())
+        .filter(|n| listed.insert(n.clone()))
+        .collect()
 }
 
 /// A name listed twice (kotel's own and `spec.env`) keeps its first position and the last value.
@@ -719,6 +747,35 @@ mod tests {
             "no version label, no version (never the image tag): {attrs}"
         );
         assert!(!names(&env).contains(&VERSION_VAR));
+    }
+
+    #[test]
+    fn env_that_replaces_a_derived_value_is_named() {
+        let spec = inst(json!({
+            "exporter": {"endpoint": "http://gw:4318"},
+            "sampler": {"type": "parentbased_traceidratio", "argument": 0.25},
+            "env": [{"name": "OTEL_TRACES_SAMPLER", "value": "always_on"},
+                    {"name": "OTEL_SERVICE_NAME", "value": "one-for-all"},
+                    {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://other:4318"},
+                    {"name": "EXTRA", "value": "1"}]
+        }));
+        assert_eq!(
+            env_overrides(&spec),
+            [
+                "OTEL_TRACES_SAMPLER",
+                "OTEL_SERVICE_NAME",
+                "OTEL_EXPORTER_OTLP_ENDPOINT"
+            ]
+        );
+        let upstream = inst(json!({
+            "env": [{"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector:4318"},
+                    {"name": "OTEL_TRACES_SAMPLER", "value": "always_on"}]
+        }));
+        assert!(
+            env_overrides(&upstream).is_empty(),
+            "without exporter.endpoint, env is where the endpoint comes from; without spec.sampler, the sampler"
+        );
+        assert!(env_overrides(&basic()).is_empty());
     }
 
     #[test]

@@ -155,12 +155,16 @@ async fn main() -> anyhow::Result<()> {
         peak_rss_mib(op.pid())
     );
     // Steady means every rollout kotel started has settled (the StatefulSets' revisions take
-    // the controller-manager a while): status writes before that report real changes.
+    // the controller-manager a while): status writes before that report real changes. The
+    // rollout gauge counts only what a status pass has seen (one every 5 s at most), so it
+    // counts once every workload is counted injected.
     let metrics = || async { http_get(&format!("http://{}/metrics", op.addr)).await };
     let settle = Instant::now();
     loop {
         let (_, m) = metrics().await?;
-        if series_value(&m, "kotel_rollouts{state=\"pending\"}") == Some(0.0) {
+        if metric_sum(&m, "kotel_injected_workloads") >= n as f64
+            && series_value(&m, "kotel_rollouts{state=\"pending\"}") == Some(0.0)
+        {
             break;
         }
         if settle.elapsed() > Duration::from_secs(300) {

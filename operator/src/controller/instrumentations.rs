@@ -44,14 +44,22 @@ pub(super) async fn instrumentation_status(
     );
     let previous = inst.status.clone().unwrap_or_default();
     let generation = inst.metadata.generation;
+    let mut message = format!(
+        "injected into {workloads} workload(s): {} Deployment(s), {} StatefulSet(s), {} DaemonSet(s), {} CronJob(s)",
+        by_kind.deployments, by_kind.stateful_sets, by_kind.daemon_sets, by_kind.cron_jobs
+    );
+    let overrides = inject::env_overrides(&inst.spec);
+    if !overrides.is_empty() {
+        message.push_str(&format!(
+            "; spec.env sets {}, which kotel otherwise derives from the other fields of the spec: spec.env's values are used",
+            overrides.join(", ")
+        ));
+    }
     let want = Want {
         type_: "Ready",
         ok: true,
         reason: "Accepted",
-        message: format!(
-            "injected into {workloads} workload(s): {} Deployment(s), {} StatefulSet(s), {} DaemonSet(s), {} CronJob(s)",
-            by_kind.deployments, by_kind.stateful_sets, by_kind.daemon_sets, by_kind.cron_jobs
-        ),
+        message,
     };
     let conditions = vec![status::condition(
         &want,
