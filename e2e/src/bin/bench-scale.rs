@@ -351,5 +351,9 @@ async fn main() -> anyhow::Result<()> {
         others == 0 && missed == 0,
         "the change reached {others} other workloads and missed {missed}"
     );
+    anyhow::ensure!(
+        steady_writes == 0.0,
+        "{steady_writes} writes in {steady} s of steady state"
+    );
     Ok(())
 }
