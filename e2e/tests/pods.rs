@@ -594,6 +594,23 @@ impl Load {
     }
 }
 
+/// After a load of `requests` with no failure: the traces of 3 more replies (a client pod
+/// `name`) reach the gateway, and what the app counted as dropped is printed.
+async fn export_reaches_gateway(
+    client: &Client,
+    scene: &Scene,
+    name: &str,
+    requests: u64,
+) -> anyhow::Result<()> {
+    let (obs, app) = (&scene.obs, &scene.app);
+    let traces = send(client, &app.name, name, 3).await?;
+    let any_app_pod = [("service.name", APP.to_string())];
+    wait_received(client, &obs.name, &any_app_pod, &traces, false).await?;
+    let dropped = dropped_by_app(client, &app.name).await?;
+    eprintln!("{requests} requests, 0 failed; the app's dropped telemetry: {dropped:?}");
+    Ok(())
+}
+
 /// What the app's pod counts as dropped telemetry (`telemetry_dropped_items_total`), by signal.
 async fn dropped_by_app(client: &Client, app_ns: &str) -> anyhow::Result<Vec<String>> {
     let pod = app_pod(client, app_ns).await?;
@@ -840,12 +857,7 @@ async fn a_gateway_mode_change_under_load_fails_no_request() -> anyhow::Result<(
     );
 
     // The app's telemetry reaches the DaemonSet's pod; what it dropped meanwhile is counted.
-    let traces = send(&client, &app.name, "after-switch", 3).await?;
-    let any_app_pod = [("service.name", APP.to_string())];
-    wait_received(&client, &obs.name, &any_app_pod, &traces, false).await?;
-    let dropped = dropped_by_app(&client, &app.name).await?;
-    eprintln!("{requests} requests, 0 failed; the app's dropped telemetry: {dropped:?}");
-    Ok(())
+    export_reaches_gateway(&client, &scene, "after-switch", requests).await
 }
 
 /// Issue 16's fault 8 on the node: the gateway scaled to 0 while the app serves load (it
@@ -924,10 +936,5 @@ async fn the_gateway_scaled_to_zero_under_load_fails_no_request_and_export_resum
     );
 
     // Export resumes: the next replies' traces reach the new gateway pod.
-    let traces = send(&client, &app.name, "after-outage", 3).await?;
-    let any_app_pod = [("service.name", APP.to_string())];
-    wait_received(&client, &obs.name, &any_app_pod, &traces, false).await?;
-    let dropped = dropped_by_app(&client, &app.name).await?;
-    eprintln!("{requests} requests, 0 failed; the app's dropped telemetry: {dropped:?}");
-    Ok(())
+    export_reaches_gateway(&client, &scene, "after-outage", requests).await
 }
