@@ -134,33 +134,39 @@ pub(super) fn dereference(w: &dyn Templated, stores: &Stores) -> Result<Inputs, 
     })
 }
 
-/// Which Instrumentation a workload is injected from now, if any, of the `existing` ones
+/// Which of the `existing` Instrumentations a workload is injected from now, if any
 /// (`names_of` the store, taken once by a caller that asks for every workload).
 pub(super) fn injected_from(
     w: &dyn Templated,
     stores: &Stores,
     existing: &[(String, String)],
 ) -> Option<(String, String)> {
-    w.config_hash()?;
-    let ns = w.namespace();
-    let nso = namespace_annotations(stores, ns);
-    let r = resolve_workload(w, nso.as_deref()).ok()?;
-    annotations::pick_instrumentation(&r.inject, ns, existing)
-        .ok()
-        .flatten()
+    picked(w, stores, |r, ns| {
+        annotations::pick_instrumentation(&r.inject, ns, existing)
+    })
 }
 
-/// Which sidecar Collector a workload carries now, if any, of the `existing` sidecar ones.
+/// Which of the `existing` sidecar Collectors a workload carries now, if any.
 pub(super) fn sidecar_from(
     w: &dyn Templated,
     stores: &Stores,
     existing: &[(String, String)],
 ) -> Option<(String, String)> {
+    picked(w, stores, |r, ns| {
+        annotations::pick_sidecar(&r.sidecar, ns, existing)
+    })
+}
+
+/// What `pick` chooses from an injected workload's annotations; nothing for a workload kotel
+/// has not injected or whose annotations do not resolve.
+fn picked(
+    w: &dyn Templated,
+    stores: &Stores,
+    pick: impl FnOnce(&Resolved, &str) -> Result<Option<(String, String)>, annotations::PickError>,
+) -> Option<(String, String)> {
     w.config_hash()?;
     let ns = w.namespace();
     let nso = namespace_annotations(stores, ns);
     let r = resolve_workload(w, nso.as_deref()).ok()?;
-    annotations::pick_sidecar(&r.sidecar, ns, existing)
-        .ok()
-        .flatten()
+    pick(&r, ns).ok().flatten()
 }
