@@ -20,6 +20,14 @@ fn instrumentation(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Instrumentation", "metadata": {"name": name}, "spec": spec})
 }
 
+/// The Instrumentation most tests inject from: `otel`, exporting to a gateway by its Service name.
+fn otel() -> Value {
+    instrumentation(
+        "otel",
+        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
+    )
+}
+
 fn sidecar_collector(name: &str, config: Value) -> Value {
     json!({"apiVersion": "kotel.dev/v1alpha1", "kind": "Collector", "metadata": {"name": name},
            "spec": {"mode": "sidecar", "config": config}})
@@ -260,11 +268,7 @@ async fn an_upstream_instrumentation_applies_with_only_its_api_version_changed()
 async fn annotate_injects_env_into_deployment_and_new_replicaset() -> anyhow::Result<()> {
     let (client, ns) = setup("inject", json!({})).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     ns.apply(deployment(
         "shop",
         json!({}),
@@ -340,11 +344,7 @@ async fn annotate_injects_env_into_deployment_and_new_replicaset() -> anyhow::Re
 async fn instrumentation_change_rolls_out_a_new_replicaset() -> anyhow::Result<()> {
     let (client, ns) = setup("roll", json!({})).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     ns.apply(deployment(
         "api",
         json!({"kotel.dev/inject": "otel"}),
@@ -392,11 +392,7 @@ async fn instrumentation_change_rolls_out_a_new_replicaset() -> anyhow::Result<(
 async fn an_image_and_version_bump_rolls_out_once() -> anyhow::Result<()> {
     let (client, ns) = setup("version", json!({})).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     let web = |version: &str| {
         let mut d = deployment("web", json!({"kotel.dev/inject": "otel"}), json!([]));
         d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = json!(version);
@@ -477,11 +473,7 @@ async fn a_stuck_rollout_is_reported_and_not_rolled_back() -> anyhow::Result<()>
     let (client, ns) = setup("stuck", json!({})).await?;
     kotel_e2e::cluster::require_node(&client).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     let mut d = deployment("web", json!({"kotel.dev/inject": "otel"}), json!([]));
     d["spec"]["progressDeadlineSeconds"] = json!(10);
     ns.apply(d).await?;
@@ -523,11 +515,7 @@ async fn a_stuck_rollout_is_reported_and_not_rolled_back() -> anyhow::Result<()>
 async fn removing_the_annotation_removes_exactly_what_kotel_added() -> anyhow::Result<()> {
     let (client, ns) = setup("remove", json!({})).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     ns.apply(sidecar_collector("side", collector_config()))
         .await?;
     let user_env = json!([{"name": "OTEL_SERVICE_NAME", "value": "users-own-name"}, {"name": "FOO", "value": "bar"}]);
@@ -634,11 +622,7 @@ async fn removing_the_annotation_removes_exactly_what_kotel_added() -> anyhow::R
 async fn namespace_default_with_deployment_opt_out() -> anyhow::Result<()> {
     let (client, ns) = setup("nsdefault", json!({"kotel.dev/inject": "true"})).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     ns.apply(deployment("in", json!({}), json!([]))).await?;
     ns.apply(deployment(
         "out",
@@ -1001,11 +985,7 @@ async fn gateway_collector_runs_as_owned_objects_and_rolls_on_config_change() ->
 async fn restart_and_idle_cause_zero_writes() -> anyhow::Result<()> {
     let (client, ns) = setup("idle", json!({})).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     ns.apply(sidecar_collector("side", collector_config()))
         .await?;
     ns.apply(gateway_collector("gw", "deployment", collector_config()))
@@ -1159,11 +1139,7 @@ async fn helm_install_and_the_operator_works_with_the_charts_rbac() -> anyhow::R
         &kubeconfig,
     )?;
     let op = Operator::start_with(Some(&kubeconfig), &system.name).await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     ns.apply(sidecar_collector("side", collector_config()))
         .await?;
     ns.apply(deployment(
@@ -1228,11 +1204,7 @@ async fn the_operator_exports_its_own_traces_when_an_otlp_endpoint_is_set() -> a
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.url)],
     )
     .await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     ns.apply(deployment(
         "traced",
         json!({"kotel.dev/inject": "true"}),
@@ -1275,11 +1247,7 @@ async fn the_operator_exports_its_own_traces_when_an_otlp_endpoint_is_set() -> a
 async fn bad_input_is_named_and_nothing_is_half_applied() -> anyhow::Result<()> {
     let (client, ns) = setup("badinput", json!({})).await?;
     let op = Operator::start().await?;
-    ns.apply(instrumentation(
-        "otel",
-        json!({"exporter": {"endpoint": "http://gw.obs:4318"}}),
-    ))
-    .await?;
+    ns.apply(otel()).await?;
     let err = ns
         .apply(instrumentation(
             "broken",
