@@ -24,8 +24,10 @@ impl Context {
             .await;
     }
 
-    /// Creates one `events.k8s.io/v1` Event. Each call is its own Event (no series
-    /// aggregation), so every change kotel makes is visible with its own message.
+    /// Creates one `events.k8s.io/v1` Event, its own for every call, so that every change
+    /// kotel makes is visible with its own message. Not kube's `Recorder`: it folds Events of
+    /// one reason on one object into a series that keeps the first message, and it caches each
+    /// Event for six minutes (5,000 at scale).
     pub(super) async fn publish(
         &self,
         regarding: ObjectReference,
