@@ -516,6 +516,23 @@ pub fn ports_for(spec: &CollectorSpec, config: &ValidConfig) -> Vec<CollectorPor
     spec.ports.clone().unwrap_or_else(|| derive_ports(config))
 }
 
+/// A Collector spec for other modules' tests: a minimal valid config (an OTLP receiver, a
+/// debug exporter, one traces pipeline), with the fields of `extra` set over it.
+#[cfg(test)]
+pub(crate) fn spec_for_tests(extra: serde_json::Value) -> CollectorSpec {
+    let mut v = serde_json::json!({
+        "config": {
+            "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+            "exporters": {"debug": {}},
+            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}
+        }
+    });
+    for (k, val) in extra.as_object().expect("extra is an object") {
+        v[k] = val.clone();
+    }
+    serde_json::from_value(v).expect("a valid CollectorSpec")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

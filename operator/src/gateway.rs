@@ -349,6 +349,7 @@ pub fn drift(want: &Objects, live: &Live<'_>) -> Drift {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::spec_for_tests as spec;
     use crate::collector::{ports_for, validate_config};
     use serde_json::json;
 
@@ -357,20 +358,6 @@ mod tests {
         namespace: "obs",
         uid: "1234",
     };
-
-    fn spec(extra: serde_json::Value) -> CollectorSpec {
-        let mut v = json!({
-            "config": {
-                "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
-                "exporters": {"debug": {}},
-                "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}
-            }
-        });
-        for (k, val) in extra.as_object().unwrap() {
-            v[k] = val.clone();
-        }
-        serde_json::from_value(v).unwrap()
-    }
 
     fn render(s: &CollectorSpec) -> Option<Objects> {
         let c = validate_config(&s.config).unwrap();

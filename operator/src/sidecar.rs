@@ -96,23 +96,9 @@ pub fn container(spec: &CollectorSpec, config: &ValidConfig, ports: &[CollectorP
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::spec_for_tests as spec;
     use crate::collector::{derive_ports, validate_config};
     use serde_json::json;
-
-    fn spec(extra: serde_json::Value) -> CollectorSpec {
-        let mut v = json!({
-            "mode": "sidecar",
-            "config": {
-                "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
-                "exporters": {"debug": {}},
-                "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}
-            }
-        });
-        for (k, val) in extra.as_object().unwrap() {
-            v[k] = val.clone();
-        }
-        serde_json::from_value(v).unwrap()
-    }
 
     fn render(s: &CollectorSpec) -> Container {
         let c = validate_config(&s.config).unwrap();
